@@ -1,0 +1,202 @@
+// Package config reads wschaos's TOML configuration file.
+//
+// Every key has a default (see config.example.toml at the repository's
+// top); an unknown key, a value of the wrong type or an invalid value is an
+// error that names the file, the line and the key, and says how to fix it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is a whole configuration file.
+type Config struct {
+	Proxy Proxy `toml:"proxy"`
+	Log   Log   `toml:"log"`
+}
+
+// Proxy is the [proxy] section.
+type Proxy struct {
+	// Listen is the address the proxy accepts clients on.
+	Listen string `toml:"listen"`
+	// Upstream is a ws:// or wss:// URL, or "echo" for the built-in echo
+	// server.
+	Upstream string `toml:"upstream"`
+	// HandshakeTimeout bounds reading a client's request and the
+	// upstream's dial and handshake.
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// IdleTimeout closes a session with no frames for this long; 0: never.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxFrameSize ends a session whose peer sends a larger frame (1009);
+	// 0: no limit.
+	MaxFrameSize Size `toml:"max_frame_size"`
+	// DrainTimeout is how long a graceful shutdown waits for close
+	// handshakes.
+	DrainTimeout Duration `toml:"drain_timeout"`
+	// TLSCert and TLSKey make the listener speak TLS (wss://).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// UpstreamCA is a PEM file of roots to verify a wss:// upstream with.
+	UpstreamCA string `toml:"upstream_ca"`
+	// UpstreamInsecureSkipVerify turns upstream certificate checks off.
+	UpstreamInsecureSkipVerify bool `toml:"upstream_insecure_skip_verify"`
+}
+
+// Log is the [log] section.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `toml:"level"`
+	// Format is console or json.
+	Format string `toml:"format"`
+}
+
+// EchoUpstream is the Upstream value that selects the built-in echo server.
+const EchoUpstream = "echo"
+
+// Default returns the configuration an empty file gives.
+func Default() Config {
+	return Config{
+		Proxy: Proxy{
+			Listen:           "127.0.0.1:8080",
+			Upstream:         EchoUpstream,
+			HandshakeTimeout: Duration(10 * time.Second),
+			DrainTimeout:     Duration(10 * time.Second),
+		},
+		Log: Log{Level: "info", Format: "console"},
+	}
+}
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // dotted, such as proxy.listen
+	Msg  string // what is wrong and how to fix it
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Key == "" {
+		return loc + ": " + e.Msg
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+}
+
+// Errors is every problem found in a file, in the order of the file.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Load reads and checks the file at path.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse reads and checks a configuration; name is the file's name for error
+// messages. It returns every problem it finds as Errors.
+func Parse(name string, data []byte) (Config, error) {
+	cfg := Default()
+	md, err := toml.NewDecoder(strings.NewReader(string(data))).Decode(&cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, Errors{{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message + usage(pe)}}
+		}
+		return Config{}, Errors{{File: name, Msg: err.Error()}}
+	}
+	pos := newPositions(data)
+	var errs Errors
+	add := func(key, format string, args ...any) {
+		errs = append(errs, &Error{File: name, Line: pos.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	for _, k := range md.Undecoded() {
+		add(k.String(), "unknown key; the keys are listed in config.example.toml (check the spelling and the [section] it is under)")
+	}
+	cfg.check(add)
+	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b *Error) int { return a.Line - b.Line })
+		return Config{}, errs
+	}
+	return cfg, nil
+}
+
+// Check checks a configuration that did not come from a file as it is, such
+// as one with command-line overrides; name stands for the file in errors.
+func Check(name string, cfg *Config) error {
+	var errs Errors
+	cfg.check(func(key, format string, args ...any) {
+		errs = append(errs, &Error{File: name, Key: key, Msg: fmt.Sprintf(format, args...)})
+	})
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func usage(pe toml.ParseError) string {
+	if pe.Usage == "" {
+		return ""
+	}
+	return "; " + strings.TrimSpace(pe.Usage)
+}
+
+func (c *Config) check(add func(key, format string, args ...any)) {
+	p := &c.Proxy
+	if _, _, err := net.SplitHostPort(p.Listen); err != nil {
+		add("proxy.listen", "%q is not host:port; write for example \"127.0.0.1:8080\" or \":8080\"", p.Listen)
+	}
+	if p.Upstream != EchoUpstream {
+		u, err := url.Parse(p.Upstream)
+		switch {
+		case err != nil:
+			add("proxy.upstream", "%q is not a URL: %v; write \"ws://host:port/path\", \"wss://...\" or \"echo\"", p.Upstream, err)
+		case u.Scheme != "ws" && u.Scheme != "wss":
+			add("proxy.upstream", "%q must start with ws:// or wss://, or be \"echo\" for the built-in echo server", p.Upstream)
+		case u.Host == "":
+			add("proxy.upstream", "%q has no host; write \"ws://host:port/path\"", p.Upstream)
+		}
+	}
+	if p.HandshakeTimeout <= 0 {
+		add("proxy.handshake_timeout", "must be more than 0, such as \"10s\"")
+	}
+	if p.IdleTimeout < 0 {
+		add("proxy.idle_timeout", "must not be negative; 0 turns it off")
+	}
+	if p.DrainTimeout < 0 {
+		add("proxy.drain_timeout", "must not be negative; 0 closes sessions at once on shutdown")
+	}
+	if p.MaxFrameSize < 0 {
+		add("proxy.max_frame_size", "must not be negative; 0 means no limit")
+	}
+	if (p.TLSCert == "") != (p.TLSKey == "") {
+		add("proxy.tls_cert", "tls_cert and tls_key go together: set both to serve wss://, or neither")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		add("log.level", "%q is not a level; write \"debug\", \"info\", \"warn\" or \"error\"", c.Log.Level)
+	}
+	if c.Log.Format != "console" && c.Log.Format != "json" {
+		add("log.format", "%q is not a format; write \"console\" or \"json\"", c.Log.Format)
+	}
+}

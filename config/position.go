@@ -1,0 +1,76 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+)
+
+// positions finds the line of a dotted key in a TOML file. The decoder
+// keeps key positions to itself, so the lines are found again here: a key
+// under a [table] header or written dotted from the top.
+type positions struct {
+	lines map[string]int
+}
+
+func newPositions(data []byte) positions {
+	p := positions{lines: map[string]int{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	table := ""
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+			continue
+		case strings.HasPrefix(line, "[["):
+			table = cleanKey(strings.Trim(strings.SplitN(line, "]]", 2)[0], "[ "))
+			p.set(table, n)
+		case strings.HasPrefix(line, "["):
+			table = cleanKey(strings.Trim(strings.SplitN(line, "]", 2)[0], "[ "))
+			p.set(table, n)
+		default:
+			k, _, ok := strings.Cut(line, "=")
+			if !ok {
+				continue
+			}
+			key := cleanKey(k)
+			if table != "" {
+				key = table + "." + key
+			}
+			p.set(key, n)
+		}
+	}
+	return p
+}
+
+func (p positions) set(key string, line int) {
+	if _, ok := p.lines[key]; !ok {
+		p.lines[key] = line
+	}
+}
+
+// line returns the line key is on, or that of the nearest enclosing table,
+// or 0.
+func (p positions) line(key string) int {
+	for k := key; k != ""; {
+		if n, ok := p.lines[k]; ok {
+			return n
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return 0
+}
+
+// cleanKey normalizes a dotted TOML key: no spaces around dots, no quotes.
+func cleanKey(k string) string {
+	parts := strings.Split(strings.TrimSpace(k), ".")
+	for i, s := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(s), `"'`)
+	}
+	return strings.Join(parts, ".")
+}

@@ -1,0 +1,467 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/httphead"
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+)
+
+// maxHeadSize is the largest request head (request line and headers) the
+// proxy reads; a larger one gets 431. It is also the size of the buffer a
+// connection is read through during its handshake.
+const maxHeadSize = 16 << 10
+
+// maxErrorBody is how much of an upstream's non-101 answer is passed on.
+const maxErrorBody = 4 << 10
+
+// handle owns an accepted connection until it is a session, is handed to
+// the plain HTTP server, or fails its handshake.
+func (p *Proxy) handle(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
+	br := getHeadReader(conn)
+	upgrade, err := peekHead(br)
+	if err != nil {
+		if errors.Is(err, errHeadTooLarge) {
+			writeStatus(conn, http.StatusRequestHeaderFieldsTooLarge, "request head larger than 16 KiB")
+		}
+		p.log.Debug("request head not read", zap.Stringer("client", conn.RemoteAddr()), zap.Error(err))
+		putHeadReader(br)
+		conn.Close()
+		p.untrack(conn)
+		return
+	}
+	if !upgrade {
+		// net/http serves it from here on, keep-alive and all; the bytes
+		// already buffered are read first.
+		p.untrack(conn)
+		conn.SetDeadline(time.Time{}) // net/http sets its own
+		if !p.httpLn.hand(&bufferedConn{Conn: conn, br: br}) {
+			conn.Close()
+		}
+		return
+	}
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		writeStatus(conn, http.StatusBadRequest, "malformed request")
+		p.log.Debug("malformed upgrade request", zap.Stringer("client", conn.RemoteAddr()), zap.Error(err))
+		putHeadReader(br)
+		conn.Close()
+		p.untrack(conn)
+		return
+	}
+	p.serveWebSocket(conn, br, req, true)
+}
+
+// serveWebSocket answers an upgrade request that has been read from br:
+// dials the upstream first, then answers the client with the upstream's
+// choices and relays frames until the session ends. pooled reports whether
+// br came from the head reader pool.
+func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Request, pooled bool) {
+	start := time.Now()
+	id := p.nextID.Add(1)
+	log := p.log.With(
+		zap.Uint64("session", id),
+		zap.Stringer("client", conn.RemoteAddr()),
+		zap.String("path", req.URL.Path),
+	)
+	release := func() {
+		if pooled {
+			putHeadReader(br)
+		}
+		conn.Close()
+		p.untrack(conn)
+	}
+
+	if err := checkUpgrade(req); err != nil {
+		// gobwas/ws writes the answer RFC 6455 section 4.2.1 asks for
+		// (400, or 426 for a wrong version); it fails the same check.
+		_, _, _, _ = ws.HTTPUpgrader{}.Upgrade(req, &hijacker{conn: conn, br: br})
+		log.Info("upgrade refused", zap.Error(err))
+		release()
+		return
+	}
+
+	up, err := p.dialUpstream(req, conn)
+	if err != nil {
+		var se *upstreamStatusError
+		if errors.As(err, &se) {
+			se.writeTo(conn)
+		} else {
+			writeStatus(conn, http.StatusBadGateway, "upstream unreachable: "+err.Error())
+		}
+		log.Warn("upstream refused the session", zap.Error(err))
+		release()
+		return
+	}
+
+	u := ws.HTTPUpgrader{Header: up.answer}
+	if _, _, _, err := u.Upgrade(req, &hijacker{conn: conn, br: br}); err != nil {
+		log.Info("client handshake failed", zap.Error(err))
+		up.close()
+		release()
+		return
+	}
+	conn.SetDeadline(time.Time{})
+
+	// The client's head reader is large; keep it only if the client already
+	// pipelined frames into it.
+	if pooled && br.Buffered() == 0 {
+		putHeadReader(br)
+		br = bufio.NewReaderSize(conn, frameReadSize)
+	}
+	s := newSession(p, id, log, req, start,
+		newPeer(sideClient, conn, br),
+		newPeer(sideUpstream, up.conn, up.br),
+		up.hs,
+	)
+	p.untrack(conn)
+	if !p.addSession(s) {
+		s.closeBoth(closeGoingAway, "going away", "shutdown")
+	}
+	s.run(p.base)
+	p.removeSession(s)
+}
+
+// checkUpgrade reports whether req is a WebSocket opening handshake that
+// RFC 6455 section 4.2.1 accepts. The proxy checks before it dials, so that
+// a bad request never reaches the upstream.
+func checkUpgrade(req *http.Request) error {
+	switch {
+	case req.Method != http.MethodGet:
+		return errors.New("method is not GET")
+	case req.ProtoMajor != 1 || req.ProtoMinor < 1:
+		return errors.New("HTTP version below 1.1")
+	case req.Host == "":
+		return errors.New("no Host header")
+	case !strings.EqualFold(req.Header.Get("Upgrade"), "websocket"):
+		return errors.New("Upgrade is not websocket")
+	case !headerHasToken(req.Header, "Connection", "upgrade"):
+		return errors.New("Connection has no upgrade token")
+	case len(req.Header.Get("Sec-WebSocket-Key")) != 24:
+		return errors.New("bad Sec-WebSocket-Key")
+	case req.Header.Get("Sec-WebSocket-Version") != "13":
+		return errors.New("Sec-WebSocket-Version is not 13")
+	}
+	return nil
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h[http.CanonicalHeaderKey(key)] {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// upstream is a dialed and upgraded upstream connection.
+type upstream struct {
+	conn   net.Conn
+	br     *bufio.Reader // holds frames the upstream sent right after its 101
+	hs     ws.Handshake
+	answer http.Header // what the client's 101 carries on the upstream's behalf
+}
+
+func (u *upstream) close() {
+	u.conn.Close()
+	if u.br != nil {
+		ws.PutReader(u.br)
+	}
+}
+
+// upstreamStatusError is an upstream's non-101 answer to the upgrade.
+type upstreamStatusError struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *upstreamStatusError) Error() string {
+	return fmt.Sprintf("upstream answered %d %s", e.status, http.StatusText(e.status))
+}
+
+// writeTo passes the answer to the client: same status, end-to-end
+// headers, and at most maxErrorBody of the body.
+func (e *upstreamStatusError) writeTo(w io.Writer) {
+	resp := &http.Response{
+		StatusCode:    e.status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        e.header,
+		Body:          io.NopCloser(bytes.NewReader(e.body)),
+		ContentLength: int64(len(e.body)),
+		Close:         true,
+	}
+	resp.Write(w)
+}
+
+// dialUpstream opens the upstream session for req, carrying the path and
+// query, the offered subprotocols and extensions, the end-to-end headers
+// and X-Forwarded-*.
+func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, error) {
+	ctx, cancel := context.WithTimeout(p.base, p.handshakeTimeout())
+	defer cancel()
+
+	target := joinURL(p.Upstream, req.URL)
+	var exts []httphead.Option
+	for _, v := range req.Header.Values("Sec-WebSocket-Extensions") {
+		var ok bool
+		exts, ok = httphead.ParseOptions([]byte(v), exts)
+		if !ok {
+			return nil, &upstreamStatusError{status: http.StatusBadRequest, header: http.Header{},
+				body: []byte("malformed Sec-WebSocket-Extensions\n")}
+		}
+	}
+	answer := http.Header{}
+	var statusErr *upstreamStatusError
+	d := ws.Dialer{
+		Protocols:  splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
+		Extensions: exts,
+		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client)),
+		TLSConfig:  p.TLSClientConfig,
+		NetDial:    p.NetDial,
+		OnHeader: func(k, v []byte) error {
+			key := string(k)
+			if !isHopByHop(key) {
+				answer.Add(key, string(v))
+			}
+			return nil
+		},
+		OnStatusError: func(status int, _ []byte, r io.Reader) {
+			statusErr = readStatusError(status, r)
+		},
+	}
+	conn, br, hs, err := d.Dial(ctx, target.String())
+	if err != nil {
+		if statusErr != nil {
+			return nil, statusErr
+		}
+		return nil, fmt.Errorf("dial %s: %w", target.Redacted(), err)
+	}
+	if hs.Protocol != "" {
+		answer.Set("Sec-WebSocket-Protocol", hs.Protocol)
+	}
+	if len(hs.Extensions) > 0 {
+		var b strings.Builder
+		httphead.WriteOptions(&b, hs.Extensions)
+		answer.Set("Sec-WebSocket-Extensions", b.String())
+	}
+	if br == nil {
+		br = bufio.NewReaderSize(conn, frameReadSize)
+	}
+	return &upstream{conn: conn, br: br, hs: hs, answer: answer}, nil
+}
+
+func readStatusError(status int, r io.Reader) *upstreamStatusError {
+	e := &upstreamStatusError{status: status, header: http.Header{}}
+	resp, err := http.ReadResponse(bufio.NewReader(r), nil)
+	if err != nil {
+		return e
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		if isHopByHop(k) || k == "Content-Length" {
+			continue
+		}
+		e.header[k] = vs
+	}
+	e.body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	return e
+}
+
+// forwardHeader returns the headers the upstream request carries besides
+// those gobwas/ws writes itself: every end-to-end header of req, and
+// X-Forwarded-For, -Proto and -Host.
+func forwardHeader(req *http.Request, client net.Conn) http.Header {
+	h := make(http.Header, len(req.Header)+3)
+	for k, vs := range req.Header {
+		if isHopByHop(k) || isHandshakeHeader(k) || connectionListed(req.Header, k) {
+			continue
+		}
+		h[k] = vs
+	}
+	if host, _, err := net.SplitHostPort(client.RemoteAddr().String()); err == nil {
+		if prior := req.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			host = strings.Join(prior, ", ") + ", " + host
+		}
+		h.Set("X-Forwarded-For", host)
+	}
+	proto := "http"
+	if isTLS(client) {
+		proto = "https"
+	}
+	h.Set("X-Forwarded-Proto", proto)
+	h.Set("X-Forwarded-Host", req.Host)
+	return h
+}
+
+// hopByHop are the headers RFC 9110 section 7.6.1 says a proxy must not
+// forward, plus the ones any Connection header names.
+var hopByHop = map[string]bool{
+	"Connection":          true,
+	"Proxy-Connection":    true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+}
+
+func isHopByHop(k string) bool { return hopByHop[http.CanonicalHeaderKey(k)] }
+
+func connectionListed(h http.Header, k string) bool {
+	return headerHasToken(h, "Connection", k)
+}
+
+// isHandshakeHeader names the headers gobwas/ws's Dialer writes itself.
+func isHandshakeHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Host", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol",
+		"Sec-Websocket-Extensions", "Sec-Websocket-Accept", "Content-Length":
+		return true
+	}
+	return false
+}
+
+func splitTokens(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// joinURL returns base with the path of r joined to its path and the query
+// of r appended to its query, as httputil's single-host director does.
+func joinURL(base, r *url.URL) *url.URL {
+	u := *base
+	u.Path, u.RawPath = joinPath(base, r)
+	switch {
+	case base.RawQuery == "":
+		u.RawQuery = r.RawQuery
+	case r.RawQuery != "":
+		u.RawQuery = base.RawQuery + "&" + r.RawQuery
+	}
+	return &u
+}
+
+func joinPath(a, b *url.URL) (path, rawpath string) {
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	apath, bpath := a.EscapedPath(), b.EscapedPath()
+	aslash, bslash := strings.HasSuffix(apath, "/"), strings.HasPrefix(bpath, "/")
+	switch {
+	case aslash && bslash:
+		return a.Path + b.Path[1:], apath + bpath[1:]
+	case !aslash && !bslash:
+		return a.Path + "/" + b.Path, apath + "/" + bpath
+	}
+	return a.Path + b.Path, apath + bpath
+}
+
+func singleJoiningSlash(a, b string) string {
+	aslash, bslash := strings.HasSuffix(a, "/"), strings.HasPrefix(b, "/")
+	switch {
+	case a == "":
+		if b == "" {
+			return "/"
+		}
+		return b
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash && b != "":
+		return a + "/" + b
+	}
+	return a + b
+}
+
+// writeStatus writes a minimal HTTP error answer and leaves the connection
+// to be closed.
+func writeStatus(w io.Writer, status int, msg string) {
+	msg += "\n"
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), strconv.Itoa(len(msg)), msg)
+}
+
+// hijacker lets gobwas/ws's HTTPUpgrader answer a request the proxy read
+// itself: it "hijacks" the connection the proxy already owns.
+type hijacker struct {
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	h    http.Header
+}
+
+func (h *hijacker) Header() http.Header {
+	if h.h == nil {
+		h.h = http.Header{}
+	}
+	return h.h
+}
+func (h *hijacker) Write(b []byte) (int, error) { return h.conn.Write(b) }
+func (h *hijacker) WriteHeader(int)             {}
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h.bw == nil {
+		h.bw = bufio.NewWriterSize(h.conn, 512)
+	}
+	return h.conn, bufio.NewReadWriter(h.br, h.bw), nil
+}
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// peekHead waits until br holds a whole request head and reports whether it
+// asks for a WebSocket upgrade; it consumes nothing.
+func peekHead(br *bufio.Reader) (upgrade bool, err error) {
+	for n := 1; ; n = br.Buffered() + 1 {
+		_, err := br.Peek(n)
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return headWantsWebSocket(b[:i+2]), nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return false, errHeadTooLarge
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// headWantsWebSocket reports whether a request head has an Upgrade header
+// naming websocket (RFC 6455 section 4.1).
+func headWantsWebSocket(head []byte) bool {
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !bytes.EqualFold(bytes.TrimSpace(k), []byte("Upgrade")) {
+			continue
+		}
+		for t := range bytes.SplitSeq(v, []byte(",")) {
+			if bytes.EqualFold(bytes.TrimSpace(t), []byte("websocket")) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,293 @@
+// Package proxy is a transparent, frame-level WebSocket reverse proxy.
+//
+// Every accepted connection goes through the same pipeline:
+//
+//	          accept
+//	            │
+//	   read the request head ──── no Upgrade ───▶ plain HTTP reverse proxy
+//	            │
+//	   dial the upstream first (path, query, subprotocols, extensions,
+//	   end-to-end headers, X-Forwarded-*)
+//	            │
+//	   non-101 / unreachable ───▶ same status (or 502) to the client
+//	            │
+//	   answer the client with what the upstream chose
+//	            │
+//	   client ──▶ copier "client->upstream" ──▶ upstream
+//	   client ◀── copier "upstream->client" ◀── upstream
+//
+// A copier reads a frame header, checks it (RFC 6455 section 5), writes the
+// header and streams the payload through pooled buffers without holding a
+// whole frame in memory, and flushes only when its source has nothing more
+// buffered, so a burst of small frames leaves in one write. Masks, RSV bits,
+// opcodes and fragmentation pass unchanged. A close frame is relayed as it
+// is; when the close handshake is complete both TCP connections are closed.
+// A TCP connection that ends without a close frame is mirrored on the other
+// side: an RST as an RST, a FIN as a FIN.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Proxy is a WebSocket reverse proxy. Its fields are read when Serve is
+// called and must not be changed afterwards.
+type Proxy struct {
+	// Upstream is the ws:// or wss:// URL sessions are relayed to. The
+	// request's path is joined to Upstream's path and its query is appended
+	// to Upstream's query. It must be set.
+	Upstream *url.URL
+
+	// TLSClientConfig configures TLS to a wss:// upstream and to its
+	// https:// origin for plain HTTP requests. Nil means the system's roots.
+	TLSClientConfig *tls.Config
+
+	// HandshakeTimeout bounds reading the client's request head, dialing
+	// the upstream and its handshake. Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+
+	// IdleTimeout closes a session, with 1001 to both sides, when no frame
+	// has passed in either direction for this long. Zero means no limit.
+	IdleTimeout time.Duration
+
+	// MaxFrameSize ends a session whose peer sends a larger frame: that peer
+	// gets close 1009, the other side 1001. Zero means no limit: frames are
+	// streamed, so their size costs no memory.
+	MaxFrameSize int64
+
+	// NetDial dials the upstream's TCP connection. Nil means a net.Dialer.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Logger receives one line when a session opens and one when it ends,
+	// and per-frame detail at debug level. Nil means no logs.
+	Logger *zap.Logger
+
+	mu       sync.Mutex
+	started  bool
+	closing  bool
+	base     context.Context
+	cancel   context.CancelFunc
+	ln       net.Listener
+	sessions map[*session]struct{}
+	conns    map[net.Conn]struct{} // accepted, not yet a session
+	idle     chan struct{}         // closed when sessions and conns are both empty while closing
+	httpSrv  *http.Server
+	httpLn   *chanListener
+	nextID   atomic.Uint64
+	log      *zap.Logger
+}
+
+const (
+	defaultHandshakeTimeout = 10 * time.Second
+	// closeGrace bounds how long a session waits for the peer's half of a
+	// close handshake, or for the other side to notice a mirrored FIN,
+	// before both TCP connections are closed.
+	closeGrace = 2 * time.Second
+)
+
+// Serve accepts connections on ln and proxies them until Shutdown or Close
+// is called, or ln fails. It always returns a non-nil error: ErrServerClosed
+// after Shutdown or Close.
+func (p *Proxy) Serve(ln net.Listener) error {
+	if err := p.init(ln); err != nil {
+		return err
+	}
+	go p.serveHTTP()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if p.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+				select {
+				case <-time.After(delay):
+				case <-p.base.Done():
+					return ErrServerClosed
+				}
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		delay = 0
+		if !p.track(conn) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go p.handle(conn)
+	}
+}
+
+func (p *Proxy) init(ln net.Listener) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return errors.New("proxy: Serve called twice")
+	}
+	if p.Upstream == nil {
+		return errors.New("proxy: Upstream is not set")
+	}
+	switch p.Upstream.Scheme {
+	case "ws", "wss":
+	default:
+		return fmt.Errorf("proxy: upstream scheme %q is not ws or wss", p.Upstream.Scheme)
+	}
+	p.started = true
+	p.log = p.Logger
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	p.base, p.cancel = context.WithCancel(context.Background())
+	p.ln = ln
+	p.sessions = make(map[*session]struct{})
+	p.conns = make(map[net.Conn]struct{})
+	p.idle = make(chan struct{})
+	p.httpLn = newChanListener(ln.Addr())
+	p.httpSrv = p.newHTTPServer()
+	return nil
+}
+
+func (p *Proxy) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing
+}
+
+// track records an accepted connection; it reports false while closing.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+// untrack forgets an accepted connection once it became a session, was
+// handed to the HTTP server, or failed its handshake.
+func (p *Proxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, c)
+	p.checkIdleLocked()
+}
+
+// addSession registers s; it reports false while closing.
+func (p *Proxy) addSession(s *session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.sessions[s] = struct{}{}
+	return true
+}
+
+func (p *Proxy) removeSession(s *session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.sessions, s)
+	p.checkIdleLocked()
+}
+
+func (p *Proxy) checkIdleLocked() {
+	if p.closing && len(p.sessions) == 0 && len(p.conns) == 0 {
+		select {
+		case <-p.idle:
+		default:
+			close(p.idle)
+		}
+	}
+}
+
+// Shutdown stops accepting, sends close 1001 Going Away to both sides of
+// every session and waits for the close handshakes until ctx is done; then
+// it closes whatever remains. Plain HTTP connections are shut down as
+// http.Server.Shutdown does. It returns ctx's error if it had to force.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.started {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closing = true
+	p.ln.Close()
+	for c := range p.conns {
+		// A connection still in its handshake has no session to close
+		// gracefully: its client has not been answered yet.
+		c.Close()
+	}
+	sessions := make([]*session, 0, len(p.sessions))
+	for s := range p.sessions {
+		sessions = append(sessions, s)
+	}
+	p.checkIdleLocked()
+	p.mu.Unlock()
+
+	for _, s := range sessions {
+		s.closeBoth(closeGoingAway, "going away", "shutdown")
+	}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- p.httpSrv.Shutdown(ctx) }()
+
+	var err error
+	select {
+	case <-p.idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	p.cancel() // ends every session that is still open
+	if herr := <-httpDone; err == nil && herr != nil && !errors.Is(herr, context.Canceled) {
+		err = herr
+	}
+	<-p.idle
+	return err
+}
+
+// Close closes the listener and every connection at once, without close
+// frames.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := p.Shutdown(ctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Addr returns the address Serve listens on, or nil before Serve.
+func (p *Proxy) Addr() net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln == nil {
+		return nil
+	}
+	return p.ln.Addr()
+}
+
+func (p *Proxy) handshakeTimeout() time.Duration {
+	if p.HandshakeTimeout > 0 {
+		return p.HandshakeTimeout
+	}
+	return defaultHandshakeTimeout
+}

@@ -1,0 +1,229 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+)
+
+// copier relays the frames of one direction, src to dst.
+type copier struct {
+	s        *session
+	src, dst *peer
+	hdr      [ws.MaxHeaderSize]byte
+	ctl      [ws.MaxControlFramePayloadSize]byte
+}
+
+// copy relays frames from src to dst until src ends or the session is
+// closed. It is the body of a copier goroutine.
+func (s *session) copy(src, dst *peer) {
+	c := &copier{s: s, src: src, dst: dst}
+	err := c.loop()
+	src.gone.Store(true)
+	c.ended(err)
+}
+
+func (c *copier) loop() error {
+	s, src := c.s, c.src
+	debug := s.log.Core().Enabled(zap.DebugLevel)
+	for {
+		h, err := ws.ReadHeaderBuffer(src.br, c.hdr[:])
+		if err != nil {
+			return err
+		}
+		if debug {
+			s.log.Debug("frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
+				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
+		}
+		if s.closing.Load() || src.sentClose.Load() {
+			// The proxy closed the session, or src already said its last
+			// word: only its close frame still matters.
+			if err := c.drain(h); err != nil {
+				return err
+			}
+			continue
+		}
+		if v := c.check(h); v != nil {
+			code := closeProtocolError
+			if errors.Is(v, errTooBig) {
+				code = closeTooBig
+			}
+			s.fail(src, code, v.Error())
+			if _, err := src.br.Discard(int(min(h.Length, 1<<30))); err != nil {
+				return err
+			}
+			continue
+		}
+		src.frames.Add(1)
+		src.bytes.Add(uint64(h.Length))
+		if h.OpCode == ws.OpClose {
+			if err := c.relayClose(h); err != nil {
+				return err
+			}
+			continue
+		}
+		if h.Fin && !h.OpCode.IsControl() {
+			src.messages.Add(1)
+		}
+		if err := c.relayFrame(h); err != nil {
+			return err
+		}
+	}
+}
+
+// relayFrame writes h to dst and streams its payload from src. Frames are
+// batched: the write buffer is flushed only when src has nothing more
+// buffered, so header and payload, and a burst of small frames, leave in
+// one write.
+func (c *copier) relayFrame(h ws.Header) error {
+	src, dst := c.src, c.dst
+	dst.wmu.Lock()
+	defer dst.unlock()
+	bw := dst.writer()
+	if bw.Available() < ws.MaxHeaderSize {
+		if err := bw.Flush(); err != nil {
+			return &writeError{err}
+		}
+	}
+	if err := ws.WriteHeaderBuffer(bw, h, bw.AvailableBuffer()); err != nil {
+		return &writeError{err}
+	}
+	for rem := h.Length; rem > 0; {
+		if bw.Available() == 0 || src.br.Buffered() == 0 {
+			// Pass on what is here before waiting for more.
+			if err := bw.Flush(); err != nil {
+				return &writeError{err}
+			}
+		}
+		buf := bw.AvailableBuffer()
+		buf = buf[:min(int64(cap(buf)), rem)]
+		n, err := src.br.Read(buf)
+		bw.Write(buf[:n])
+		rem -= int64(n)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			dst.flush()
+			return err
+		}
+	}
+	if src.br.Buffered() == 0 {
+		if err := dst.flush(); err != nil {
+			return &writeError{err}
+		}
+	}
+	return nil
+}
+
+// relayClose passes a close frame on unchanged, and remembers its code and
+// reason for the session's log.
+func (c *copier) relayClose(h ws.Header) error {
+	src, dst := c.src, c.dst
+	p := c.ctl[:h.Length]
+	if _, err := io.ReadFull(src.br, p); err != nil {
+		return err
+	}
+	info := parseClose(h, p)
+	src.closeInfo.Store(&info)
+
+	dst.wmu.Lock()
+	bw := dst.writer()
+	err := ws.WriteHeaderBuffer(bw, h, c.hdr[:])
+	if err == nil {
+		_, err = bw.Write(p)
+	}
+	if ferr := dst.flush(); err == nil {
+		err = ferr
+	}
+	if !dst.gotClose.Swap(true) {
+		dst.pending.Store(nil)
+	}
+	dst.wmu.Unlock()
+
+	src.sentClose.Store(true)
+	c.s.setEnd(src.side.String(), "close frame", info.code, info.reason)
+	c.s.log.Debug("close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
+	if dst.sentClose.Load() {
+		c.s.maybeFinish()
+	} else {
+		c.s.arm(relayedCloseTimeout)
+	}
+	if err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+// drain reads a frame after the session is closing: the payload is
+// discarded, and a close frame counts as src's answer.
+func (c *copier) drain(h ws.Header) error {
+	src := c.src
+	if h.OpCode != ws.OpClose || h.Length > ws.MaxControlFramePayloadSize {
+		_, err := src.br.Discard(int(min(h.Length, 1<<30)))
+		return err
+	}
+	p := c.ctl[:h.Length]
+	if _, err := io.ReadFull(src.br, p); err != nil {
+		return err
+	}
+	if !src.sentClose.Swap(true) {
+		info := parseClose(h, p)
+		src.closeInfo.Store(&info)
+	}
+	c.s.maybeFinish()
+	return nil
+}
+
+// parseClose reads the code and reason of a close frame's payload p, which
+// it unmasks in place.
+func parseClose(h ws.Header, p []byte) closeInfo {
+	if h.Masked {
+		ws.Cipher(p, h.Mask, 0)
+	}
+	if len(p) < 2 {
+		return closeInfo{}
+	}
+	code, reason := ws.ParseCloseFrameData(p)
+	if h.Masked {
+		ws.Cipher(p, h.Mask, 0) // the frame is relayed as it came
+	}
+	return closeInfo{code: code, reason: reason}
+}
+
+// writeError marks a failure to write to the destination, as opposed to
+// reading from the source.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return "write: " + e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// ended mirrors how src's connection ended onto dst.
+func (c *copier) ended(err error) {
+	s, src, dst := c.s, c.src, c.dst
+	if s.finished.Load() {
+		return // the proxy closed the connections itself
+	}
+	var we *writeError
+	switch {
+	case errors.As(err, &we):
+		// dst is gone; its own copier sees how and mirrors it onto src.
+		s.arm(closeGrace)
+	case isReset(err):
+		s.setEnd(src.side.String(), "tcp reset", 0, "")
+		dst.reset()
+		s.abort()
+	case isEOF(err):
+		if !src.sentClose.Load() {
+			s.setEnd(src.side.String(), "tcp closed without close frame", 0, "")
+		}
+		dst.closeWrite()
+		s.maybeFinish()
+		s.arm(closeGrace)
+	default:
+		s.setEnd(src.side.String(), "read failed: "+err.Error(), 0, "")
+		s.abort()
+	}
+}

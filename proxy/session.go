@@ -1,0 +1,251 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+)
+
+// Close codes the proxy sends on its own behalf (RFC 6455 section 7.4.1).
+const (
+	closeGoingAway     ws.StatusCode = 1001
+	closeProtocolError ws.StatusCode = 1002
+	closeTooBig        ws.StatusCode = 1009
+)
+
+// relayedCloseTimeout bounds a close handshake the proxy only relays: if
+// the side that got a close frame neither answers nor ends its connection
+// in this time, both connections are closed.
+const relayedCloseTimeout = 10 * time.Second
+
+// session is one proxied WebSocket connection: a client, an upstream and
+// the two copiers between them.
+type session struct {
+	p      *Proxy
+	id     uint64
+	log    *zap.Logger
+	start  time.Time
+	path   string
+	proto  string
+	rsv    byte // RSV bits the negotiated extensions allow
+	strict bool // only permessage-deflate: RSV1 on a message's first frame only
+
+	client, upstream *peer
+
+	closing  atomic.Bool // the proxy sent its own close frames: copiers drain
+	finished atomic.Bool // both connections are being closed
+
+	mu    sync.Mutex
+	timer *time.Timer // ends the session if a close handshake stalls
+	idle  *time.Timer
+	end   endInfo
+}
+
+// endInfo says who ended a session and how; the first to end it wins.
+type endInfo struct {
+	by     string // client, upstream or proxy
+	why    string
+	code   ws.StatusCode
+	reason string
+}
+
+func newSession(p *Proxy, id uint64, log *zap.Logger, req *http.Request, start time.Time, client, upstream *peer, hs ws.Handshake) *session {
+	s := &session{
+		p:        p,
+		id:       id,
+		log:      log,
+		start:    start,
+		path:     req.URL.Path,
+		proto:    hs.Protocol,
+		client:   client,
+		upstream: upstream,
+	}
+	s.rsv, s.strict = allowedRSV(hs)
+	return s
+}
+
+// allowedRSV returns the RSV bits the negotiated extensions give a meaning
+// to (RFC 6455 section 5.2). permessage-deflate (RFC 7692) uses RSV1 on the
+// first frame of a message; an extension the proxy does not know may use
+// any bit anywhere.
+func allowedRSV(hs ws.Handshake) (bits byte, strict bool) {
+	strict = true
+	for _, e := range hs.Extensions {
+		if string(e.Name) == "permessage-deflate" {
+			bits |= rsv1
+		} else {
+			bits, strict = rsv1|rsv2|rsv3, false
+		}
+	}
+	return bits, strict
+}
+
+const (
+	rsv1 byte = 0x4
+	rsv2 byte = 0x2
+	rsv3 byte = 0x1
+)
+
+func (s *session) peers(src *peer) (other *peer) {
+	if src == s.client {
+		return s.upstream
+	}
+	return s.client
+}
+
+// run relays frames until the session ends or ctx is done, then logs the
+// session's end.
+func (s *session) run(ctx context.Context) {
+	s.log.Info("session opened", zap.String("subprotocol", s.proto))
+	stop := context.AfterFunc(ctx, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
+	if d := s.p.IdleTimeout; d > 0 {
+		s.mu.Lock()
+		s.idle = time.AfterFunc(d, s.checkIdle(0, time.Now()))
+		s.mu.Unlock()
+	}
+
+	done := make(chan struct{})
+	go func() { // copier "client->upstream"
+		defer close(done)
+		s.copy(s.client, s.upstream)
+	}()
+	s.copy(s.upstream, s.client) // copier "upstream->client"
+	// The other copier ends once its source ends or the connections are
+	// closed, which the end of this one or ctx brings about within
+	// closeGrace at most.
+	<-done
+
+	stop()
+	s.mu.Lock()
+	for _, t := range []*time.Timer{s.timer, s.idle} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	end := s.end
+	s.mu.Unlock()
+	s.abort()
+	for _, p := range []*peer{s.client, s.upstream} {
+		p.wmu.Lock()
+		p.flush()
+		p.wmu.Unlock()
+	}
+
+	fields := []zap.Field{
+		zap.String("subprotocol", s.proto),
+		zap.Duration("duration", time.Since(s.start)),
+		zap.Uint64("client_frames", s.client.frames.Load()),
+		zap.Uint64("client_messages", s.client.messages.Load()),
+		zap.Uint64("client_bytes", s.client.bytes.Load()),
+		zap.Uint64("upstream_frames", s.upstream.frames.Load()),
+		zap.Uint64("upstream_messages", s.upstream.messages.Load()),
+		zap.Uint64("upstream_bytes", s.upstream.bytes.Load()),
+		zap.String("closed_by", end.by),
+		zap.String("why", end.why),
+	}
+	if end.code != 0 {
+		fields = append(fields, zap.Int("close_code", int(end.code)), zap.String("close_reason", end.reason))
+	}
+	s.log.Info("session ended", fields...)
+}
+
+// setEnd records who ended the session, if nobody has yet.
+func (s *session) setEnd(by, why string, code ws.StatusCode, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.end.by == "" {
+		s.end = endInfo{by: by, why: why, code: code, reason: reason}
+	}
+}
+
+// arm ends the session after d unless it has ended by then. The first
+// deadline armed stands.
+func (s *session) arm(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, func() {
+			s.setEnd("proxy", "close handshake timed out", 0, "")
+			s.abort()
+		})
+	}
+}
+
+// closeBoth sends a close frame of the proxy's own to both sides and waits
+// for their answers (at most closeGrace).
+func (s *session) closeBoth(code ws.StatusCode, reason, why string) {
+	s.setEnd("proxy", why, code, reason)
+	s.closing.Store(true)
+	s.arm(closeGrace)
+	s.sendClose(s.client, code, reason)
+	s.sendClose(s.upstream, code, reason)
+	s.maybeFinish()
+}
+
+// fail answers a peer that broke the protocol: it gets code and reason, the
+// other side 1001.
+func (s *session) fail(src *peer, code ws.StatusCode, reason string) {
+	s.log.Warn("protocol violation", zap.Stringer("by", src.side), zap.String("violation", reason))
+	s.setEnd(src.side.String(), "protocol violation: "+reason, code, reason)
+	s.closing.Store(true)
+	s.arm(closeGrace)
+	s.sendClose(src, code, reason)
+	s.sendClose(s.peers(src), closeGoingAway, src.side.String()+" failed")
+	s.maybeFinish()
+}
+
+func (s *session) sendClose(to *peer, code ws.StatusCode, reason string) {
+	if to.gotClose.Load() || to.gone.Load() {
+		return
+	}
+	to.queueClose(closeFrame(to.side, code, reason))
+}
+
+// maybeFinish closes both connections once each side has both sent and
+// received a close frame, or is gone (RFC 6455 section 7.1.1: the
+// server, which the proxy is to its client, closes TCP first).
+func (s *session) maybeFinish() {
+	done := func(p *peer) bool {
+		return p.gone.Load() || (p.sentClose.Load() && p.gotClose.Load())
+	}
+	if done(s.client) && done(s.upstream) {
+		s.abort()
+	}
+}
+
+// abort closes both connections; the copiers then end.
+func (s *session) abort() {
+	if s.finished.Swap(true) {
+		return
+	}
+	s.client.conn.Close()
+	s.upstream.conn.Close()
+}
+
+// checkIdle returns the idle timer's function: it ends the session with
+// 1001 when no frame has passed since the last check, and otherwise looks
+// again a quarter of the timeout later.
+func (s *session) checkIdle(lastFrames uint64, since time.Time) func() {
+	return func() {
+		d := s.p.IdleTimeout
+		n := s.client.frames.Load() + s.upstream.frames.Load()
+		now := time.Now()
+		if n != lastFrames {
+			lastFrames, since = n, now
+		}
+		if now.Sub(since) >= d {
+			s.closeBoth(closeGoingAway, "idle timeout", "idle timeout")
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.finished.Load() {
+			s.idle = time.AfterFunc(min(d/4, d-now.Sub(since))+time.Millisecond, s.checkIdle(lastFrames, since))
+		}
+	}
+}
