@@ -2,19 +2,19 @@
 //
 // Every accepted connection goes through the same pipeline:
 //
-//	          accept
-//	            │
-//	   read the request head ──── no Upgrade ───▶ plain HTTP reverse proxy
-//	            │
-//	   dial the upstream first (path, query, subprotocols, extensions,
-//	   end-to-end headers, X-Forwarded-*)
-//	            │
-//	   non-101 / unreachable ───▶ same status (or 502) to the client
-//	            │
-//	   answer the client with what the upstream chose
-//	            │
-//	   client ──▶ copier "client->upstream" ──▶ upstream
-//	   client ◀── copier "upstream->client" ◀── upstream
+//	       accept
+//	         │
+//	read the request head ──── no Upgrade ───▶ plain HTTP reverse proxy
+//	         │
+//	dial the upstream first (path, query, subprotocols, extensions,
+//	end-to-end headers, X-Forwarded-*)
+//	         │
+//	non-101 / unreachable ───▶ same status (or 502) to the client
+//	         │
+//	answer the client with what the upstream chose
+//	         │
+//	client ──▶ copier "client->upstream" ──▶ upstream
+//	client ◀── copier "upstream->client" ◀── upstream
 //
 // A copier reads a frame header, checks it (RFC 6455 section 5), writes the
 // header and streams the payload through pooled buffers without holding a

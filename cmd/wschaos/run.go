@@ -224,4 +224,3 @@ func openListener(c config.Proxy) (net.Listener, string, error) {
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	return tls.NewListener(ln, cfg), "wss", nil
 }
-
