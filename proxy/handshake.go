@@ -77,33 +77,47 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		zap.Stringer("client", conn.RemoteAddr()),
 		zap.String("path", req.URL.Path),
 	)
-	release := func() {
+	refuse := func(status int, why error) {
 		if pooled {
 			putHeadReader(br)
 		}
 		conn.Close()
 		p.untrack(conn)
+		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: conn.RemoteAddr().String(),
+			Path: req.URL.Path, Query: req.URL.RawQuery, Status: status, Why: why.Error()})
 	}
 
 	if err := checkUpgrade(req); err != nil {
 		// gobwas/ws writes the answer RFC 6455 section 4.2.1 asks for
 		// (400, or 426 for a wrong version); it fails the same check.
 		_, _, _, _ = ws.HTTPUpgrader{}.Upgrade(req, &hijacker{conn: conn, br: br})
-		log.Info("upgrade refused", zap.Error(err))
-		release()
+		status := http.StatusBadRequest
+		if errors.Is(err, errBadVersion) {
+			status = http.StatusUpgradeRequired
+		}
+		log.Info("upgrade refused", zap.Int("status", status), zap.Error(err))
+		refuse(status, err)
+		return
+	}
+
+	info := sessionInfo(req, conn)
+	if lr := p.engine.rejectFor(&info, id); lr != nil {
+		p.reject(conn, lr, log, id, req)
+		refuse(lr.Action.Status, fmt.Errorf("rule %s", lr.Name))
 		return
 	}
 
 	up, err := p.dialUpstream(req, conn)
 	if err != nil {
-		var se *upstreamStatusError
-		if errors.As(err, &se) {
+		status := http.StatusBadGateway
+		if se := (*upstreamStatusError)(nil); errors.As(err, &se) {
+			status = se.status
 			se.writeTo(conn)
 		} else {
-			writeStatus(conn, http.StatusBadGateway, "upstream unreachable: "+err.Error())
+			writeStatus(conn, status, "upstream unreachable: "+err.Error())
 		}
-		log.Warn("upstream refused the session", zap.Error(err))
-		release()
+		log.Warn("upstream refused the session", zap.Int("status", status), zap.Error(err))
+		refuse(status, err)
 		return
 	}
 
@@ -111,7 +125,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	if _, _, _, err := u.Upgrade(req, &hijacker{conn: conn, br: br}); err != nil {
 		log.Info("client handshake failed", zap.Error(err))
 		up.close()
-		release()
+		refuse(0, fmt.Errorf("answer client: %w", err))
 		return
 	}
 	conn.SetDeadline(time.Time{})
@@ -127,10 +141,14 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		newPeer(sideUpstream, up.conn, up.br),
 		up.hs,
 	)
-	p.untrack(conn)
-	if !p.addSession(s) {
+	ok := p.addSession(s)
+	s.attach()
+	if !ok {
+		// Shutdown began during the handshake: the client has its 101,
+		// so it gets a proper 1001 like every other session.
 		s.closeBoth(closeGoingAway, "going away", "shutdown")
 	}
+	p.untrack(conn)
 	s.run(p.base)
 	p.removeSession(s)
 }
@@ -153,7 +171,7 @@ func checkUpgrade(req *http.Request) error {
 	case len(req.Header.Get("Sec-WebSocket-Key")) != 24:
 		return errors.New("bad Sec-WebSocket-Key")
 	case req.Header.Get("Sec-WebSocket-Version") != "13":
-		return errors.New("Sec-WebSocket-Version is not 13")
+		return errBadVersion
 	}
 	return nil
 }
@@ -429,7 +447,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.conn, bufio.NewReadWriter(h.br, h.bw), nil
 }
 
-var errHeadTooLarge = errors.New("request head too large")
+var (
+	errHeadTooLarge = errors.New("request head too large")
+	errBadVersion   = errors.New("Sec-WebSocket-Version is not 13")
+)
 
 // peekHead waits until br holds a whole request head and reports whether it
 // asks for a WebSocket upgrade; it consumes nothing.
@@ -464,4 +485,21 @@ func headWantsWebSocket(head []byte) bool {
 		}
 	}
 	return false
+}
+
+// reject refuses an upgrade as a reject rule says: its status, Retry-After
+// and body. The upstream is never dialed.
+func (p *Proxy) reject(conn net.Conn, lr *liveRule, log *zap.Logger, id uint64, req *http.Request) {
+	a := &lr.Action
+	h := http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
+	if a.RetryAfter >= 0 {
+		h.Set("Retry-After", strconv.Itoa(a.RetryAfter))
+	}
+	e := &upstreamStatusError{status: a.Status, header: h, body: []byte(a.Body)}
+	e.writeTo(conn)
+	log.Info("fault fired", zap.String("rule", lr.Name), zap.Stringer("trigger", lr.Trigger),
+		zap.Stringer("action", a.Kind), zap.Int("status", a.Status), zap.Uint64("seed", p.Seed))
+	p.emit(Event{Time: time.Now(), Kind: EventFault, Session: id, Client: conn.RemoteAddr().String(),
+		Path: req.URL.Path, Query: req.URL.RawQuery, By: "rule", Rule: lr.Name,
+		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Status: a.Status})
 }

@@ -56,6 +56,7 @@ type peer struct {
 	sentClose atomic.Bool // this peer sent a close frame
 	gotClose  atomic.Bool // a close frame was written to this peer
 	gone      atomic.Bool // this peer's connection ended
+	killed    atomic.Bool // a reset or drop rule ended it
 	closeInfo atomic.Pointer[closeInfo]
 }
 

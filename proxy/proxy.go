@@ -33,12 +33,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/wschaos/wschaos/rules"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -76,6 +79,28 @@ type Proxy struct {
 	// and per-frame detail at debug level. Nil means no logs.
 	Logger *zap.Logger
 
+	// Events receives an event for every upgrade attempt, refused or not,
+	// for every fault fired and for every session's end. Nil means none
+	// are recorded.
+	Events EventSink
+
+	// Rules are the faults to inject when Serve starts; nil means none.
+	// SetRules changes them while serving.
+	Rules *rules.Set
+
+	// Seed seeds every random decision of the rules: the same seed and the
+	// same sequence of connections give the same faults.
+	Seed uint64
+
+	// MaxInspectSize is how much of a message is held for on_message rules;
+	// a larger message passes uninspected. Zero means 1 MiB.
+	MaxInspectSize int64
+
+	// TLSConfig makes the proxy serve TLS (wss://) on its listener itself,
+	// which tls_fail rules need. Nil means the listener's connections are
+	// used as they are.
+	TLSConfig *tls.Config
+
 	mu       sync.Mutex
 	started  bool
 	closing  bool
@@ -87,7 +112,9 @@ type Proxy struct {
 	idle     chan struct{}         // closed when sessions and conns are both empty while closing
 	httpSrv  *http.Server
 	httpLn   *chanListener
-	nextID   atomic.Uint64
+	nextID   atomic.Uint64 // upgrade attempts: the rules' session ordinal
+	accepted atomic.Uint64 // TLS handshakes: the ordinal of tls_fail rules
+	engine   *engine
 	log      *zap.Logger
 }
 
@@ -106,6 +133,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	if err := p.init(ln); err != nil {
 		return err
 	}
+	p.engine.load(p.Rules)
 	go p.serveHTTP()
 	var delay time.Duration
 	for {
@@ -128,6 +156,9 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		delay = 0
+		if p.TLSConfig != nil {
+			conn = p.tlsServer(conn)
+		}
 		if !p.track(conn) {
 			conn.Close()
 			return ErrServerClosed
@@ -162,6 +193,7 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.idle = make(chan struct{})
 	p.httpLn = newChanListener(ln.Addr())
 	p.httpSrv = p.newHTTPServer()
+	p.engine = newEngine(p)
 	return nil
 }
 
@@ -191,15 +223,13 @@ func (p *Proxy) untrack(c net.Conn) {
 	p.checkIdleLocked()
 }
 
-// addSession registers s; it reports false while closing.
+// addSession registers s; it reports false while closing. s is
+// registered either way, so that Shutdown waits for it.
 func (p *Proxy) addSession(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closing {
-		return false
-	}
 	p.sessions[s] = struct{}{}
-	return true
+	return !p.closing
 }
 
 func (p *Proxy) removeSession(s *session) {
@@ -256,6 +286,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	p.cancel() // ends every session that is still open
+	p.engine.stop()
 	if herr := <-httpDone; err == nil && herr != nil && !errors.Is(herr, context.Canceled) {
 		err = herr
 	}
@@ -263,8 +294,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close closes the listener and every connection at once, without close
-// frames.
+// Close is Shutdown with no time to drain: close frames go out where they
+// can at once, then every connection is closed.
 func (p *Proxy) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -290,4 +321,27 @@ func (p *Proxy) handshakeTimeout() time.Duration {
 		return p.HandshakeTimeout
 	}
 	return defaultHandshakeTimeout
+}
+
+// tlsServer wraps an accepted connection in TLS; a tls_fail rule that
+// applies to the client aborts the handshake (the client reports 1015, or
+// a network error).
+func (p *Proxy) tlsServer(conn net.Conn) net.Conn {
+	ordinal := p.accepted.Add(1)
+	cfg := p.TLSConfig.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		info := rules.Session{}
+		if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil {
+			info.Client = ap.Addr().Unmap()
+		}
+		if lr := p.engine.tlsFailFor(&info, ordinal); lr != nil {
+			p.log.Info("fault fired", zap.String("rule", lr.Name), zap.Stringer("trigger", lr.Trigger),
+				zap.Stringer("action", lr.Action.Kind), zap.Stringer("client", conn.RemoteAddr()), zap.Uint64("seed", p.Seed))
+			p.emit(Event{Time: time.Now(), Kind: EventFault, Client: conn.RemoteAddr().String(), By: "rule",
+				Rule: lr.Name, Trigger: lr.Trigger.String(), Action: lr.Action.Kind.String()})
+			return nil, errors.New("tls_fail rule " + lr.Name)
+		}
+		return nil, nil
+	}
+	return tls.Server(conn, cfg)
 }

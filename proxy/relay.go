@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
@@ -12,16 +13,21 @@ import (
 type copier struct {
 	s        *session
 	src, dst *peer
-	hdr      [ws.MaxHeaderSize]byte
+	hdr      [ws.MaxHeaderSize]byte // read side
+	whdr     [ws.MaxHeaderSize]byte // write side, under dst.wmu
 	ctl      [ws.MaxControlFramePayloadSize]byte
+	in       inspector               // on_message rules
+	delay    atomic.Pointer[delayer] // a delay rule fired for this direction
 }
 
-// copy relays frames from src to dst until src ends or the session is
+// errHung ends a copier whose direction a hang rule stopped.
+var errHung = errors.New("hung")
+
+// run relays frames from src to dst until src ends or the session is
 // closed. It is the body of a copier goroutine.
-func (s *session) copy(src, dst *peer) {
-	c := &copier{s: s, src: src, dst: dst}
+func (c *copier) run() {
 	err := c.loop()
-	src.gone.Store(true)
+	c.src.gone.Store(true)
 	c.ended(err)
 }
 
@@ -36,6 +42,12 @@ func (c *copier) loop() error {
 		if debug {
 			s.log.Debug("frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
 				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
+		}
+		if s.isHung(src.side) {
+			// Not a frame more, pings and pongs included; the connection
+			// stays open until the session ends.
+			<-s.done
+			return errHung
 		}
 		if s.closing.Load() || src.sentClose.Load() {
 			// The proxy closed the session, or src already said its last
@@ -58,17 +70,39 @@ func (c *copier) loop() error {
 		}
 		src.frames.Add(1)
 		src.bytes.Add(uint64(h.Length))
+		if h.Fin && !h.OpCode.IsControl() {
+			src.messages.Add(1)
+		}
+		if d := c.delay.Load(); d != nil {
+			closing, err := d.hold(h)
+			if err != nil {
+				return err
+			}
+			if closing != nil {
+				src.sentClose.Store(true)
+			}
+			continue
+		}
 		if h.OpCode == ws.OpClose {
+			if err := c.release(); err != nil {
+				return err
+			}
 			if err := c.relayClose(h); err != nil {
 				return err
 			}
 			continue
 		}
-		if h.Fin && !h.OpCode.IsControl() {
-			src.messages.Add(1)
+		if c.in.holding || !h.OpCode.IsControl() && c.wantsInspect(h) {
+			if err := c.hold(h); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := c.relayFrame(h); err != nil {
 			return err
+		}
+		if !h.OpCode.IsControl() && s.counting.Load()&uint32(sideDir(src.side)) != 0 {
+			s.counted(src.side, h)
 		}
 	}
 }
@@ -121,17 +155,22 @@ func (c *copier) relayFrame(h ws.Header) error {
 // relayClose passes a close frame on unchanged, and remembers its code and
 // reason for the session's log.
 func (c *copier) relayClose(h ws.Header) error {
-	src, dst := c.src, c.dst
 	p := c.ctl[:h.Length]
-	if _, err := io.ReadFull(src.br, p); err != nil {
+	if _, err := io.ReadFull(c.src.br, p); err != nil {
 		return err
 	}
-	info := parseClose(h, p)
+	return c.deliverClose(h, p, parseClose(h, p))
+}
+
+// deliverClose writes a close frame from src to dst and notes that the
+// close handshake has moved on.
+func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
+	src, dst := c.src, c.dst
 	src.closeInfo.Store(&info)
 
 	dst.wmu.Lock()
 	bw := dst.writer()
-	err := ws.WriteHeaderBuffer(bw, h, c.hdr[:])
+	err := ws.WriteHeaderBuffer(bw, h, c.whdr[:])
 	if err == nil {
 		_, err = bw.Write(p)
 	}
@@ -205,6 +244,10 @@ func (c *copier) ended(err error) {
 	s, src, dst := c.s, c.src, c.dst
 	if s.finished.Load() {
 		return // the proxy closed the connections itself
+	}
+	if src.killed.Load() {
+		s.maybeFinish() // a reset or drop rule ended src on purpose
+		return
 	}
 	var we *writeError
 	switch {

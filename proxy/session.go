@@ -2,13 +2,17 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
+
+	"github.com/wschaos/wschaos/rules"
 )
 
 // Close codes the proxy sends on its own behalf (RFC 6455 section 7.4.1).
@@ -26,24 +30,39 @@ const relayedCloseTimeout = 10 * time.Second
 // session is one proxied WebSocket connection: a client, an upstream and
 // the two copiers between them.
 type session struct {
-	p      *Proxy
-	id     uint64
-	log    *zap.Logger
-	start  time.Time
-	path   string
-	proto  string
-	rsv    byte // RSV bits the negotiated extensions allow
-	strict bool // only permessage-deflate: RSV1 on a message's first frame only
+	p     *Proxy
+	id    uint64
+	log   *zap.Logger
+	start time.Time
+	path  string
+	query string
+	proto string
+
+	clientAddr string
+	rsv        byte // RSV bits the negotiated extensions allow
+	strict     bool // only permessage-deflate: RSV1 on a message's first frame only
 
 	client, upstream *peer
 
-	closing  atomic.Bool // the proxy sent its own close frames: copiers drain
-	finished atomic.Bool // both connections are being closed
+	copiers [2]*copier // client->upstream, upstream->client
 
-	mu    sync.Mutex
-	timer *time.Timer // ends the session if a close handshake stalls
-	idle  *time.Timer
-	end   endInfo
+	closing  atomic.Bool   // the proxy sent its own close frames: copiers drain
+	finished atomic.Bool   // both connections are being closed
+	done     chan struct{} // closed with finished
+
+	// Rules.
+	info       rules.Session
+	rules      atomic.Pointer[[]*sessionRule]
+	counting   atomic.Uint32 // directions (rules.Direction bits) with after_messages or after_bytes rules
+	inspecting atomic.Uint32 // directions with on_message rules
+	hung       atomic.Uint32 // directions not relayed any more
+
+	mu     sync.Mutex
+	opened bool          // on-connect rules have fired
+	timer  *time.Timer   // ends the session if a close handshake stalls
+	idle   *time.Timer   // the idle timeout
+	timers []*time.Timer // a hang's end
+	end    endInfo
 }
 
 // endInfo says who ended a session and how; the first to end it wins.
@@ -56,17 +75,42 @@ type endInfo struct {
 
 func newSession(p *Proxy, id uint64, log *zap.Logger, req *http.Request, start time.Time, client, upstream *peer, hs ws.Handshake) *session {
 	s := &session{
-		p:        p,
-		id:       id,
-		log:      log,
-		start:    start,
-		path:     req.URL.Path,
-		proto:    hs.Protocol,
-		client:   client,
-		upstream: upstream,
+		p:     p,
+		id:    id,
+		log:   log,
+		start: start,
+		path:  req.URL.Path,
+		query: req.URL.RawQuery,
+		proto: hs.Protocol,
+
+		clientAddr: client.conn.RemoteAddr().String(),
+		client:     client,
+		upstream:   upstream,
+		done:       make(chan struct{}),
+		info:       sessionInfo(req, client.conn),
+	}
+	s.info.Subprotocol = hs.Protocol
+	s.copiers = [2]*copier{
+		{s: s, src: client, dst: upstream},
+		{s: s, src: upstream, dst: client},
 	}
 	s.rsv, s.strict = allowedRSV(hs)
+	s.rules.Store(&[]*sessionRule{})
 	return s
+}
+
+// sessionInfo returns what rules match an upgrade request on.
+func sessionInfo(req *http.Request, client net.Conn) rules.Session {
+	info := rules.Session{
+		Path:    req.URL.Path,
+		Query:   req.URL.Query(),
+		Header:  req.Header,
+		Offered: splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
+	}
+	if ap, err := netip.ParseAddrPort(client.RemoteAddr().String()); err == nil {
+		info.Client = ap.Addr().Unmap()
+	}
+	return info
 }
 
 // allowedRSV returns the RSV bits the negotiated extensions give a meaning
@@ -102,6 +146,8 @@ func (s *session) peers(src *peer) (other *peer) {
 // session's end.
 func (s *session) run(ctx context.Context) {
 	s.log.Info("session opened", zap.String("subprotocol", s.proto))
+	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
+		Path: s.path, Query: s.query, Subprotocol: s.proto})
 	stop := context.AfterFunc(ctx, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
 	if d := s.p.IdleTimeout; d > 0 {
 		s.mu.Lock()
@@ -109,12 +155,17 @@ func (s *session) run(ctx context.Context) {
 		s.mu.Unlock()
 	}
 
+	s.fireConnect()
+	s.mu.Lock()
+	s.opened = true
+	s.mu.Unlock()
+
 	done := make(chan struct{})
 	go func() { // copier "client->upstream"
 		defer close(done)
-		s.copy(s.client, s.upstream)
+		s.copiers[0].run()
 	}()
-	s.copy(s.upstream, s.client) // copier "upstream->client"
+	s.copiers[1].run() // copier "upstream->client"
 	// The other copier ends once its source ends or the connections are
 	// closed, which the end of this one or ctx brings about within
 	// closeGrace at most.
@@ -122,9 +173,14 @@ func (s *session) run(ctx context.Context) {
 
 	stop()
 	s.mu.Lock()
-	for _, t := range []*time.Timer{s.timer, s.idle} {
+	for _, t := range append([]*time.Timer{s.timer, s.idle}, s.timers...) {
 		if t != nil {
 			t.Stop()
+		}
+	}
+	for _, sr := range *s.rules.Load() {
+		if sr.timer != nil {
+			sr.timer.Stop()
 		}
 	}
 	end := s.end
@@ -152,6 +208,9 @@ func (s *session) run(ctx context.Context) {
 		fields = append(fields, zap.Int("close_code", int(end.code)), zap.String("close_reason", end.reason))
 	}
 	s.log.Info("session ended", fields...)
+	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
+		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
+		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start)})
 }
 
 // setEnd records who ended the session, if nobody has yet.
@@ -223,6 +282,7 @@ func (s *session) abort() {
 	if s.finished.Swap(true) {
 		return
 	}
+	close(s.done)
 	s.client.conn.Close()
 	s.upstream.conn.Close()
 }

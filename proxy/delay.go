@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wschaos/wschaos/rules"
+)
+
+// delayer holds the frames of one direction for a while before writing
+// them, in order, without stalling the other direction: its copier keeps
+// reading and queueing while the delayer's goroutine writes what is due.
+type delayer struct {
+	c       *copier
+	latency time.Duration
+	jitter  time.Duration
+	rnd     *rand.Rand // nil: no jitter
+
+	mu   sync.Mutex
+	q    []heldFrame
+	last time.Time // the latest due time queued, so that order is kept
+	wake chan struct{}
+}
+
+// heldFrame is a whole frame waiting for its time.
+type heldFrame struct {
+	due   time.Time
+	h     ws.Header
+	p     []byte
+	close *closeInfo // non-nil for a close frame
+}
+
+// startDelay makes every frame in dir wait latency (plus jitter) from now
+// on. A direction already delayed keeps its first delay.
+func (s *session) startDelay(dir rules.Direction, a *rules.Action, rnd *rand.Rand) {
+	for _, c := range s.copiers {
+		if dir&sideDir(c.src.side) == 0 {
+			continue
+		}
+		d := &delayer{c: c, latency: a.Latency, jitter: a.Jitter, rnd: rnd, wake: make(chan struct{}, 1)}
+		if c.delay.CompareAndSwap(nil, d) {
+			go d.run() // goroutine "delay <side>": ends with the session
+		}
+	}
+}
+
+// hold reads the frame whose header is h and queues it.
+func (d *delayer) hold(h ws.Header) (closing *closeInfo, err error) {
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(d.c.src.br, p); err != nil {
+		return nil, err
+	}
+	f := heldFrame{h: h, p: p}
+	if h.OpCode == ws.OpClose {
+		info := parseClose(h, p)
+		f.close = &info
+	}
+	extra := time.Duration(0)
+	if d.rnd != nil && d.jitter > 0 {
+		extra = time.Duration(d.rnd.Int64N(int64(d.jitter) + 1))
+	}
+	f.due = time.Now().Add(d.latency + extra)
+	d.mu.Lock()
+	if f.due.Before(d.last) {
+		f.due = d.last
+	}
+	d.last = f.due
+	d.q = append(d.q, f)
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	return f.close, nil
+}
+
+// run writes queued frames when they are due, until the session ends.
+func (d *delayer) run() {
+	s := d.c.s
+	for {
+		d.mu.Lock()
+		if len(d.q) == 0 {
+			d.mu.Unlock()
+			select {
+			case <-d.wake:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		f := d.q[0]
+		d.mu.Unlock()
+		if wait := time.Until(f.due); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+				return
+			}
+		}
+		d.mu.Lock()
+		d.q = d.q[1:]
+		d.mu.Unlock()
+		var err error
+		if f.close != nil {
+			err = d.c.deliverClose(f.h, f.p, *f.close)
+		} else {
+			err = d.c.writeWhole(f.h, f.p)
+		}
+		if err != nil {
+			s.arm(closeGrace)
+			return
+		}
+	}
+}
+
+// writeWhole writes a frame held in memory to dst.
+func (c *copier) writeWhole(h ws.Header, p []byte) error {
+	dst := c.dst
+	dst.wmu.Lock()
+	defer dst.unlock()
+	bw := dst.writer()
+	err := ws.WriteHeaderBuffer(bw, h, c.whdr[:])
+	if err == nil {
+		_, err = bw.Write(p)
+	}
+	if ferr := dst.flush(); err == nil {
+		err = ferr
+	}
+	return err
+}

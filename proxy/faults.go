@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+
+	"github.com/wschaos/wschaos/rules"
+)
+
+// sessionRule is a rule's state in one session it applies to.
+type sessionRule struct {
+	lr    *liveRule
+	hit   bool      // decided once, from the seed, the rule and the session's ordinal
+	start time.Time // the session's start, or the rule's load if later
+	count atomic.Int64
+	fired atomic.Bool
+	timer *time.Timer // After: guarded by session.mu
+	rnd   *rand.Rand  // Delay: the jitter source; used by one copier only
+}
+
+// attach makes the session's rule list follow the running rules: rules
+// kept from the previous list keep their state, new ones start from now.
+// The rules are read under s.mu, so that of two concurrent attaches the
+// last sees the newest rules.
+func (s *session) attach() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gen := s.p.engine.gen.Load()
+	if s.finished.Load() {
+		return
+	}
+	old := s.rules.Load()
+	var list []*sessionRule
+	var counting, inspecting uint32
+	for _, lr := range gen.rules {
+		var sr *sessionRule
+		for _, o := range *old {
+			if o.lr == lr {
+				sr = o
+			}
+		}
+		if sr == nil {
+			if lr.Trigger == rules.OnConnect && s.opened || !lr.Match.Matches(&s.info) {
+				continue // connect rules do not apply to sessions already open
+			}
+			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: s.start}
+			if lr.since.After(s.start) {
+				sr.start = lr.since
+			}
+			if sr.hit && lr.Trigger == rules.After {
+				d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
+				sr.timer = time.AfterFunc(d, func() { s.fire(sr) })
+			}
+		}
+		list = append(list, sr)
+		if !sr.hit {
+			continue
+		}
+		switch lr.Trigger {
+		case rules.AfterMessages, rules.AfterBytes:
+			counting |= uint32(lr.Direction)
+		case rules.OnMessage:
+			inspecting |= uint32(lr.Direction)
+		}
+	}
+	for _, o := range *old {
+		if o.timer != nil && !containsRule(list, o) {
+			o.timer.Stop()
+		}
+	}
+	s.rules.Store(&list)
+	s.counting.Store(counting)
+	s.inspecting.Store(inspecting)
+}
+
+func containsRule(list []*sessionRule, sr *sessionRule) bool {
+	for _, x := range list {
+		if x == sr {
+			return true
+		}
+	}
+	return false
+}
+
+// ruleState returns the state of lr in this session, or nil if lr does not
+// apply to it.
+func (s *session) ruleState(lr *liveRule) *sessionRule {
+	for _, sr := range *s.rules.Load() {
+		if sr.lr == lr {
+			return sr
+		}
+	}
+	return nil
+}
+
+// fireConnect fires the on-connect rules, right after the client got its
+// 101.
+func (s *session) fireConnect() {
+	for _, sr := range *s.rules.Load() {
+		if sr.lr.Trigger == rules.OnConnect {
+			s.fire(sr)
+		}
+	}
+}
+
+// counted feeds a relayed data frame from src to the counting rules, and
+// fires those whose count it completes (after_messages counts whole
+// messages, after_bytes payload bytes).
+func (s *session) counted(src side, h ws.Header) {
+	dir := sideDir(src)
+	for _, sr := range *s.rules.Load() {
+		lr := sr.lr
+		if !sr.hit || lr.Direction&dir == 0 {
+			continue
+		}
+		switch lr.Trigger {
+		case rules.AfterMessages:
+			if h.Fin && sr.count.Add(1) == lr.Count {
+				s.fire(sr)
+			}
+		case rules.AfterBytes:
+			if h.Length == 0 {
+				continue
+			}
+			if n := sr.count.Add(h.Length); n >= lr.Count && n-h.Length < lr.Count {
+				s.fire(sr)
+			}
+		}
+	}
+}
+
+func sideDir(s side) rules.Direction {
+	if s == sideClient {
+		return rules.FromClient
+	}
+	return rules.FromUpstream
+}
+
+// fire performs sr's action on the session, unless the rule did not hit
+// this session, is disabled, has fired here already or reached its limit,
+// or the session is already ending (the first rule to end it wins). It
+// reports whether the action was taken.
+func (s *session) fire(sr *sessionRule) bool {
+	lr := sr.lr
+	if !sr.hit || lr.disabled.Load() || s.closing.Load() || s.finished.Load() {
+		return false
+	}
+	if sr.fired.Swap(true) {
+		return false
+	}
+	if !lr.take() {
+		return false
+	}
+	a := &lr.Action
+	fields := []zap.Field{
+		zap.String("rule", lr.Name),
+		zap.Stringer("trigger", lr.Trigger),
+		zap.Stringer("action", a.Kind),
+		zap.Uint64("seed", s.p.Seed),
+	}
+	code := 0
+	if a.Kind == rules.Close {
+		code = a.Code
+		if code == rules.CodeNone {
+			code = 1005 // what the receiver reports
+		}
+		fields = append(fields, zap.Int("code", code), zap.String("reason", a.Reason), zap.Stringer("to", a.To))
+	}
+	s.log.Info("fault fired", fields...)
+	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
+		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "rule", Rule: lr.Name,
+		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Code: code, Reason: a.Reason})
+	s.act(a, lr.Direction, sr, "rule "+lr.Name)
+	return true
+}
+
+// act performs an action on the session.
+func (s *session) act(a *rules.Action, dir rules.Direction, sr *sessionRule, why string) {
+	switch a.Kind {
+	case rules.Close:
+		s.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, why)
+	case rules.Reset:
+		s.killFault(a.To, true, why)
+	case rules.Drop:
+		s.killFault(a.To, false, why)
+	case rules.Hang:
+		s.hang(dir, a.Duration, why)
+	case rules.Delay:
+		var rnd *rand.Rand
+		if sr != nil {
+			rnd = sr.lr.Rand(s.p.Seed, s.id)
+		}
+		s.startDelay(dir, a, rnd)
+	}
+}
+
+// targets returns the peers a fault's To names, and the others.
+func (s *session) targets(to rules.Target) (hit, other []*peer) {
+	for _, p := range []*peer{s.client, s.upstream} {
+		if p.side == sideClient && to&rules.ToClient != 0 || p.side == sideUpstream && to&rules.ToUpstream != 0 {
+			hit = append(hit, p)
+		} else {
+			other = append(other, p)
+		}
+	}
+	return hit, other
+}
+
+// closeFault sends close code and reason to the sides to names and 1001 to
+// the other; the connections are closed after the handshakes or closeGrace.
+func (s *session) closeFault(to rules.Target, code ws.StatusCode, reason, why string) {
+	s.setEnd("proxy", why, code, reason)
+	s.closing.Store(true)
+	s.arm(closeGrace)
+	hit, other := s.targets(to)
+	for _, p := range hit {
+		s.sendClose(p, code, reason)
+	}
+	for _, p := range other {
+		s.sendClose(p, closeGoingAway, "going away")
+	}
+	s.maybeFinish()
+}
+
+// killFault ends the sides to names without a close frame, with an RST
+// (rst) or a FIN, and closes the other side with 1001.
+func (s *session) killFault(to rules.Target, rst bool, why string) {
+	how := "tcp fin"
+	if rst {
+		how = "tcp reset"
+	}
+	s.setEnd("proxy", why+": "+how, 0, "")
+	s.closing.Store(true)
+	s.arm(closeGrace)
+	hit, other := s.targets(to)
+	for _, p := range hit {
+		p.killed.Store(true)
+		if rst {
+			p.gone.Store(true)
+			p.reset()
+		} else {
+			p.closeWrite()
+		}
+	}
+	for _, p := range other {
+		s.sendClose(p, closeGoingAway, "going away")
+	}
+	s.maybeFinish()
+}
+
+// hang stops relaying in dir, pings and pongs included, while both TCP
+// connections stay open. After d (if not 0) the client is reset.
+func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
+	s.hung.Or(uint32(dir))
+	if d <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timers = append(s.timers, time.AfterFunc(d, func() {
+		s.killFault(rules.ToClient, true, why+": hang ended")
+	}))
+}
+
+// isHung reports whether frames from src are not to be relayed.
+func (s *session) isHung(src side) bool {
+	return s.hung.Load()&uint32(sideDir(src)) != 0
+}
