@@ -6,12 +6,15 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,17 +125,26 @@ func Parse(name string, data []byte) (Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return Config{}, Errors{{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message + usage(pe)}}
+			return Config{}, Errors{{File: name, Line: errorLine(pe, data), Key: pe.LastKey, Msg: pe.Message + usage(pe)}}
 		}
-		return Config{}, Errors{{File: name, Msg: err.Error()}}
+		return Config{}, Errors{typeError(name, err)}
 	}
 	pos := newPositions(data)
 	var errs Errors
 	add := func(key, format string, args ...any) {
 		errs = append(errs, &Error{File: name, Line: pos.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
-	for _, k := range md.Undecoded() {
-		add(k.String(), "unknown key; the keys are listed in config.example.toml (check the spelling and the [section] it is under)")
+	undecoded := md.Undecoded()
+	unknown := make(map[string]bool, len(undecoded))
+	for _, k := range undecoded {
+		unknown[k.String()] = true
+	}
+	for _, k := range undecoded {
+		if len(k) > 1 && unknown[k[:len(k)-1].String()] {
+			continue // inside an unknown table, which is reported itself
+		}
+		errs = append(errs, &Error{File: name, Line: pos.line(strings.Join(k, ".")), Key: k.String(),
+			Msg: "unknown key; the keys are listed in config.example.toml (check the spelling and the [section] it is under)"})
 	}
 	cfg.check(add)
 	if len(errs) > 0 {
@@ -153,6 +165,34 @@ func Check(name string, cfg *Config) error {
 		return errs
 	}
 	return nil
+}
+
+// decodeErrorRE matches the decoder's errors other than toml.ParseError,
+// such as a value of the wrong type: "toml: line 3 (last key "a.b"): msg".
+var decodeErrorRE = regexp.MustCompile(`(?s)^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+
+// typeError turns an error of the decoder that is not a toml.ParseError
+// into an Error with the line and key it names.
+func typeError(name string, err error) *Error {
+	m := decodeErrorRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &Error{File: name, Msg: err.Error()}
+	}
+	line, _ := strconv.Atoi(m[1])
+	key, uerr := strconv.Unquote(m[2])
+	if uerr != nil {
+		return &Error{File: name, Msg: err.Error()}
+	}
+	return &Error{File: name, Line: line, Key: key, Msg: m[3]}
+}
+
+// errorLine is the line of pe's byte offset: the decoder counts a newline
+// it stopped at as the start of the next line.
+func errorLine(pe toml.ParseError, data []byte) int {
+	if s := pe.Position.Start; s > 0 && s <= len(data) {
+		return 1 + bytes.Count(data[:s], []byte("\n"))
+	}
+	return pe.Position.Line
 }
 
 func usage(pe toml.ParseError) string {
@@ -190,8 +230,12 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 	if p.MaxFrameSize < 0 {
 		add("proxy.max_frame_size", "must not be negative; 0 means no limit")
 	}
-	if (p.TLSCert == "") != (p.TLSKey == "") {
+	// The key that is set is the one reported, so that its line is found.
+	switch {
+	case p.TLSCert != "" && p.TLSKey == "":
 		add("proxy.tls_cert", "tls_cert and tls_key go together: set both to serve wss://, or neither")
+	case p.TLSCert == "" && p.TLSKey != "":
+		add("proxy.tls_key", "tls_cert and tls_key go together: set both to serve wss://, or neither")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		add("log.level", "%q is not a level; write \"debug\", \"info\", \"warn\" or \"error\"", c.Log.Level)

@@ -10,11 +10,12 @@ import (
 // keeps key positions to itself, so the lines are found again here: a key
 // under a [table] header or written dotted from the top.
 type positions struct {
-	lines map[string]int
+	lines  map[string]int
+	folded map[string]int // by lower-case key: the decoder matches keys case-insensitively
 }
 
 func newPositions(data []byte) positions {
-	p := positions{lines: map[string]int{}}
+	p := positions{lines: map[string]int{}, folded: map[string]int{}}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	table := ""
@@ -48,6 +49,9 @@ func (p positions) set(key string, line int) {
 	if _, ok := p.lines[key]; !ok {
 		p.lines[key] = line
 	}
+	if _, ok := p.folded[strings.ToLower(key)]; !ok {
+		p.folded[strings.ToLower(key)] = line
+	}
 }
 
 // line returns the line key is on, or that of the nearest enclosing table,
@@ -55,6 +59,9 @@ func (p positions) set(key string, line int) {
 func (p positions) line(key string) int {
 	for k := key; k != ""; {
 		if n, ok := p.lines[k]; ok {
+			return n
+		}
+		if n, ok := p.folded[strings.ToLower(k)]; ok {
 			return n
 		}
 		i := strings.LastIndexByte(k, '.')

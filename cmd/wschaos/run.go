@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
-		return runProxy(ctx, rest, stderr)
+		return runProxy(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "wschaos", version)
 		return nil
@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfgPath := fs.String("config", "", "")
@@ -73,6 +73,10 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 	level := fs.String("log-level", "", "")
 	format := fs.String("log-format", "", "")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
 		return &usageError{"run: " + err.Error()}
 	}
 	if fs.NArg() > 0 {
@@ -94,12 +98,9 @@ func runProxy(ctx context.Context, args []string, stderr io.Writer) error {
 			*o.dst = *o.v
 		}
 	}
-	// Flags are checked by the same rules as the file.
-	name := *cfgPath
-	if name == "" {
-		name = "(defaults)"
-	}
-	if err := config.Check(name, &cfg); err != nil {
+	// Flags are checked by the same rules as the file. Load has checked the
+	// file and the defaults are valid, so a problem here is a flag's.
+	if err := config.Check("command line", &cfg); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
