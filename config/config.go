@@ -19,12 +19,18 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/wschaos/wschaos/rules"
 )
 
 // Config is a whole configuration file.
 type Config struct {
-	Proxy Proxy `toml:"proxy"`
-	Log   Log   `toml:"log"`
+	Proxy Proxy        `toml:"proxy"`
+	Log   Log          `toml:"log"`
+	Rules []rules.Spec `toml:"rule"`
+
+	// RuleSet is Rules, checked; Parse sets it.
+	RuleSet *rules.Set `toml:"-"`
 }
 
 // Proxy is the [proxy] section.
@@ -52,6 +58,10 @@ type Proxy struct {
 	UpstreamCA string `toml:"upstream_ca"`
 	// UpstreamInsecureSkipVerify turns upstream certificate checks off.
 	UpstreamInsecureSkipVerify bool `toml:"upstream_insecure_skip_verify"`
+	// Seed seeds the rules' random decisions; nil: a random seed, logged.
+	Seed *int64 `toml:"seed"`
+	// MaxInspectSize is how much of a message on_message rules look at.
+	MaxInspectSize Size `toml:"max_inspect_size"`
 }
 
 // Log is the [log] section.
@@ -73,6 +83,7 @@ func Default() Config {
 			Upstream:         EchoUpstream,
 			HandshakeTimeout: Duration(10 * time.Second),
 			DrainTimeout:     Duration(10 * time.Second),
+			MaxInspectSize:   1 << 20,
 		},
 		Log: Log{Level: "info", Format: "console"},
 	}
@@ -82,7 +93,8 @@ func Default() Config {
 type Error struct {
 	File string
 	Line int    // 0 when unknown
-	Key  string // dotted, such as proxy.listen
+	Rule string // for a problem in a [[rule]]: its name, or #N if it has none
+	Key  string // dotted, such as proxy.listen; within a rule, the field
 	Msg  string // what is wrong and how to fix it
 }
 
@@ -90,6 +102,9 @@ func (e *Error) Error() string {
 	loc := e.File
 	if e.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Rule != "" {
+		loc += ": rule " + e.Rule
 	}
 	if e.Key == "" {
 		return loc + ": " + e.Msg
@@ -143,10 +158,29 @@ func Parse(name string, data []byte) (Config, error) {
 		if len(k) > 1 && unknown[k[:len(k)-1].String()] {
 			continue // inside an unknown table, which is reported itself
 		}
-		errs = append(errs, &Error{File: name, Line: pos.line(strings.Join(k, ".")), Key: k.String(),
-			Msg: "unknown key; the keys are listed in config.example.toml (check the spelling and the [section] it is under)"})
+		e := &Error{File: name, Line: pos.line(strings.Join(k, ".")), Key: k.String(),
+			Msg: "unknown key; the keys are listed in config.example.toml (check the spelling and the [section] it is under)"}
+		if len(k) > 1 && k[0] == "rule" {
+			// The decoder names a [[rule]]'s key without the rule's index.
+			field := strings.Join(k[1:], ".")
+			i := pos.element("rule", field)
+			e.Key, e.Rule, e.Line = field, ruleLabel(cfg.Rules, i), pos.line(fmt.Sprintf("rule.%d.%s", i, field))
+			e.Msg = "unknown key in a rule; the keys are name, match, on, after, after_messages, after_bytes, on_message, every, direction, probability, limit, action, code, reason, to, status, retry_after, body, duration, latency and jitter"
+		}
+		errs = append(errs, e)
 	}
 	cfg.check(add)
+	set, ferrs := rules.Compile(cfg.Rules, rules.Options{TLS: cfg.Proxy.TLSCert != ""})
+	for _, fe := range ferrs {
+		key := fmt.Sprintf("rule.%d", fe.Index)
+		if fe.Field != "" {
+			key += "." + fe.Field
+		}
+		errs = append(errs, &Error{File: name, Line: pos.line(key), Rule: ruleLabel(cfg.Rules, fe.Index), Key: fe.Field, Msg: fe.Msg})
+	}
+	if len(cfg.Rules) > 0 {
+		cfg.RuleSet = set
+	}
 	if len(errs) > 0 {
 		slices.SortStableFunc(errs, func(a, b *Error) int { return a.Line - b.Line })
 		return Config{}, errs
@@ -230,6 +264,9 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 	if p.MaxFrameSize < 0 {
 		add("proxy.max_frame_size", "must not be negative; 0 means no limit")
 	}
+	if p.MaxInspectSize <= 0 {
+		add("proxy.max_inspect_size", "must be more than 0, such as \"1MiB\"")
+	}
 	// The key that is set is the one reported, so that its line is found.
 	switch {
 	case p.TLSCert != "" && p.TLSKey == "":
@@ -243,4 +280,12 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 	if c.Log.Format != "console" && c.Log.Format != "json" {
 		add("log.format", "%q is not a format; write \"console\" or \"json\"", c.Log.Format)
 	}
+}
+
+// ruleLabel names the i-th rule in an error: its name quoted, or #N.
+func ruleLabel(specs []rules.Spec, i int) string {
+	if i >= 0 && i < len(specs) && specs[i].Name != "" {
+		return strconv.Quote(specs[i].Name)
+	}
+	return fmt.Sprintf("#%d", i+1)
 }

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,7 +59,7 @@ func TestParseDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("got %v; want %v", err, nil)
 			}
-			if want := Default(); got != want {
+			if want := Default(); !reflect.DeepEqual(got, want) {
 				t.Errorf("got %+v; want %+v", got, want)
 			}
 		})
@@ -66,6 +67,7 @@ func TestParseDefaults(t *testing.T) {
 }
 
 func TestParseKeys(t *testing.T) {
+	seed42 := int64(42)
 	for _, tt := range []struct {
 		name string
 		toml string
@@ -137,6 +139,8 @@ tls_cert = "cert.pem"
 tls_key = "key.pem"
 upstream_ca = "ca.pem"
 upstream_insecure_skip_verify = true
+seed = 42
+max_inspect_size = "64KiB"
 
 [log]
 level = "debug"
@@ -154,6 +158,8 @@ format = "json"
 					TLSKey:                     "key.pem",
 					UpstreamCA:                 "ca.pem",
 					UpstreamInsecureSkipVerify: true,
+					Seed:                       &seed42,
+					MaxInspectSize:             64 << 10,
 				},
 				Log: Log{Level: "debug", Format: "json"},
 			}
@@ -166,7 +172,7 @@ format = "json"
 			}
 			want := Default()
 			tt.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got %+v; want %+v", got, want)
 			}
 		})
@@ -429,7 +435,7 @@ func TestLoad(t *testing.T) {
 		}
 		want := Default()
 		want.Log.Level = "debug"
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got %+v; want %+v", got, want)
 		}
 	})

@@ -50,7 +50,7 @@ func TestExampleFile(t *testing.T) {
 			})
 		}
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v; want %+v", got, want)
 	}
 }

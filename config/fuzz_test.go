@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -48,7 +49,7 @@ format = "json"
 		if !errors.As(err, &errs) || len(errs) == 0 {
 			t.Fatalf("got %T %v; want non-empty Errors", err, err)
 		}
-		if cfg != (Config{}) {
+		if !reflect.DeepEqual(cfg, Config{}) {
 			t.Errorf("on error: got %+v; want the zero Config", cfg)
 		}
 		for i, e := range errs {

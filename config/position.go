@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"strings"
 )
 
@@ -19,13 +20,16 @@ func newPositions(data []byte) positions {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	table := ""
+	arrays := map[string]int{} // how many [[x]] tables each array has so far
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		switch {
 		case line == "" || strings.HasPrefix(line, "#"):
 			continue
 		case strings.HasPrefix(line, "[["):
-			table = cleanKey(strings.Trim(strings.SplitN(line, "]]", 2)[0], "[ "))
+			name := cleanKey(strings.Trim(strings.SplitN(line, "]]", 2)[0], "[ "))
+			table = fmt.Sprintf("%s.%d", name, arrays[name])
+			arrays[name]++
 			p.set(table, n)
 		case strings.HasPrefix(line, "["):
 			table = cleanKey(strings.Trim(strings.SplitN(line, "]", 2)[0], "[ "))
@@ -80,4 +84,22 @@ func cleanKey(k string) string {
 		parts[i] = strings.Trim(strings.TrimSpace(s), `"'`)
 	}
 	return strings.Join(parts, ".")
+}
+
+// element finds an unknown key that the decoder names without the index of
+// its array table element, such as rule.colour for the third [[rule]]: it
+// returns the first element's index that has it written, or -1.
+func (p positions) element(array, rest string) int {
+	for i := 0; ; i++ {
+		el := fmt.Sprintf("%s.%d", array, i)
+		if _, ok := p.lines[el]; !ok {
+			return -1
+		}
+		if _, ok := p.lines[el+"."+rest]; ok {
+			return i
+		}
+		if _, ok := p.folded[strings.ToLower(el+"."+rest)]; ok {
+			return i
+		}
+	}
 }

@@ -3,8 +3,9 @@ package config
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/wschaos/wschaos/rules"
 )
 
 // Duration is a Go duration written as a string, such as "10s" or "1m30s".
@@ -30,30 +31,10 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 // "16MiB" (B, KB, MB, GB, KiB, MiB, GiB).
 type Size int64
 
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-	{"B", 1},
-}
-
 // ParseSize parses a size such as "16MiB", "1MB" or "4096".
 func ParseSize(s string) (Size, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size; write a whole number of bytes or a string such as \"16MiB\" or \"1MB\"", s)
-	}
-	return Size(n * mult), nil
+	n, err := rules.ParseSize(s)
+	return Size(n), err
 }
 
 // UnmarshalText parses a size.

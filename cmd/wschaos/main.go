@@ -5,6 +5,8 @@
 // Usage:
 //
 //	wschaos run [--config FILE] [--listen ADDR] [--upstream URL]
+//	wschaos validate FILE
+//	wschaos codes
 //	wschaos version
 //	wschaos help
 package main
@@ -30,6 +32,10 @@ func main() {
 func exitCode(err error) int {
 	if err == nil {
 		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
 	}
 	fmt.Fprintln(os.Stderr, "wschaos:", err)
 	var ue *usageError

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,9 +28,11 @@ const version = "0.1.0"
 const usage = `wschaos: a WebSocket chaos proxy
 
 Usage:
-  wschaos run [flags]     start the proxy
-  wschaos version         print the version
-  wschaos help            print this help
+  wschaos run [flags]       start the proxy
+  wschaos validate FILE     check a configuration: every error, or one line per rule
+  wschaos codes             print the WebSocket close-code table
+  wschaos version           print the version
+  wschaos help              print this help
 
 Flags of run:
   --config FILE       TOML configuration (see config.example.toml); without it, defaults
@@ -53,6 +57,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
 		return runProxy(ctx, rest, stdout, stderr)
+	case "validate":
+		return validate(rest, stdout)
+	case "codes":
+		if len(rest) > 0 {
+			return &usageError{"codes takes no arguments"}
+		}
+		printCodes(stdout)
+		return nil
 	case "version", "--version":
 		fmt.Fprintln(stdout, "wschaos", version)
 		return nil
@@ -120,30 +132,63 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ln, scheme, err := openListener(cfg.Proxy)
+	tlsLn, err := listenerTLS(cfg.Proxy)
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", cfg.Proxy.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	seed, seedFrom := seedOf(cfg.Proxy)
 	p := &proxy.Proxy{
 		Upstream:         target,
 		TLSClientConfig:  tlsUp,
+		TLSConfig:        tlsLn,
 		HandshakeTimeout: cfg.Proxy.HandshakeTimeout.Std(),
 		IdleTimeout:      cfg.Proxy.IdleTimeout.Std(),
 		MaxFrameSize:     int64(cfg.Proxy.MaxFrameSize),
+		MaxInspectSize:   int64(cfg.Proxy.MaxInspectSize),
+		Rules:            cfg.RuleSet,
+		Seed:             seed,
 		Logger:           log,
 	}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }() // goroutine "serve": ends with Shutdown
+	scheme := "ws"
+	if tlsLn != nil {
+		scheme = "wss"
+	}
 	log.Info("listening",
 		zap.String("url", scheme+"://"+ln.Addr().String()),
 		zap.String("upstream", cfg.Proxy.Upstream),
+		zap.Uint64("seed", seed),
+		zap.String("seed_from", seedFrom),
+		zap.Int("rules", len(cfg.Rules)),
 		zap.String("version", version))
+	if cfg.RuleSet != nil {
+		for _, r := range cfg.RuleSet.Rules {
+			log.Info("rule loaded", zap.String("rule", r.String()))
+		}
+	}
+
+	reloaded := make(chan struct{})
+	if *cfgPath != "" {
+		w := &watcher{path: *cfgPath, p: p, log: log, hup: hupSignals(ctx)}
+		go func() { // goroutine "reload": ends with ctx
+			defer close(reloaded)
+			w.run(ctx)
+		}()
+	} else {
+		close(reloaded)
+	}
 
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	<-reloaded
 	log.Info("shutting down", zap.Duration("drain_timeout", cfg.Proxy.DrainTimeout.Std()))
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.DrainTimeout.Std())
 	defer cancel()
@@ -207,21 +252,26 @@ func upstreamTLS(c config.Proxy) (*tls.Config, error) {
 	return t, nil
 }
 
-// openListener opens the proxy's listener, with TLS when a certificate is
-// configured, and returns the scheme clients use.
-func openListener(c config.Proxy) (net.Listener, string, error) {
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return nil, "", fmt.Errorf("listen: %w", err)
-	}
+// listenerTLS returns the TLS configuration the proxy serves wss:// with,
+// or nil when no certificate is configured.
+func listenerTLS(c config.Proxy) (*tls.Config, error) {
 	if c.TLSCert == "" {
-		return ln, "ws", nil
+		return nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 	if err != nil {
-		ln.Close()
-		return nil, "", fmt.Errorf("tls_cert/tls_key: %w", err)
+		return nil, fmt.Errorf("tls_cert/tls_key: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	return tls.NewListener(ln, cfg), "wss", nil
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// seedOf returns the rules' seed: the configured one, or a random one, and
+// says which.
+func seedOf(c config.Proxy) (uint64, string) {
+	if c.Seed != nil {
+		return uint64(*c.Seed), "config"
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) >> 1, "random" // fits a TOML integer, to be written back
 }
