@@ -80,6 +80,8 @@ func (c *copier) loop() error {
 			}
 			if closing != nil {
 				src.sentClose.Store(true)
+			} else if !h.OpCode.IsControl() && s.counting.Load()&uint32(sideDir(src.side)) != 0 {
+				s.counted(src.side, h)
 			}
 			continue
 		}
@@ -247,6 +249,13 @@ func (c *copier) ended(err error) {
 	}
 	if src.killed.Load() {
 		s.maybeFinish() // a reset or drop rule ended src on purpose
+		return
+	}
+	if s.closing.Load() {
+		// The proxy is closing the session itself: dst gets (or got) the
+		// proxy's own close frame, which a mirrored FIN or RST must not
+		// overtake. The close handshake, or closeGrace, ends dst.
+		s.maybeFinish()
 		return
 	}
 	var we *writeError
