@@ -82,7 +82,7 @@ func ParseCode(v any) (int, error) {
 		return checkCode(int64(x))
 	case string:
 		s := strings.TrimSpace(x)
-		if s == "none" {
+		if strings.EqualFold(s, "none") {
 			return CodeNone, nil
 		}
 		if n, err := strconv.ParseInt(s, 10, 64); err == nil {

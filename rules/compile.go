@@ -186,12 +186,13 @@ func compileOne(i int, sp *Spec, opts Options) (*Rule, []*FieldError) {
 	case "close":
 		a.Kind = Close
 		allowed["code"], allowed["reason"], allowed["to"] = true, true, true
+		codeOK := false
 		if sp.Code == nil {
 			bad("code", `is required with action = "close"; write a code such as 1012, a name such as "service_restart", or "none" for an empty close frame`)
 		} else if c, err := ParseCode(sp.Code); err != nil {
 			bad("code", "%v", err)
 		} else {
-			a.Code = c
+			a.Code, codeOK = c, true
 		}
 		if sp.Reason != nil {
 			a.Reason = *sp.Reason
@@ -200,7 +201,7 @@ func compileOne(i int, sp *Spec, opts Options) (*Rule, []*FieldError) {
 				bad("reason", "is not valid UTF-8; a close reason must be text")
 			case len(a.Reason) > MaxReason:
 				bad("reason", "is %d bytes; a close reason is at most %d bytes of UTF-8 (a close frame carries 125 bytes, 2 of them the code)", len(a.Reason), MaxReason)
-			case a.Code == CodeNone && a.Reason != "":
+			case codeOK && a.Code == CodeNone && a.Reason != "":
 				bad("reason", `cannot go with code = "none": an empty close frame has no room for a reason; remove it or pick a code`)
 			}
 		}
@@ -369,6 +370,11 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		return p, err
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		// Clients are matched unmapped, so ::ffff:a.b.c.d/n stands for
+		// the IPv4 prefix a.b.c.d/(n-96).
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
 }

@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -32,7 +33,10 @@ func (r *Rule) Delay(seed, ordinal uint64) time.Duration {
 	if span <= 0 {
 		return r.After
 	}
-	return r.After + time.Duration(unit(seed, r.Name, ordinal, "after")*float64(span+1))
+	// In floating point, so that the widest range does not overflow; the
+	// product is below span+1, and rounding is clamped.
+	d := time.Duration(unit(seed, r.Name, ordinal, "after") * (float64(span) + 1))
+	return r.After + min(d, span)
 }
 
 // Rand returns the random source for r's draws within one session (a
@@ -43,8 +47,11 @@ func (r *Rule) Rand(seed, ordinal uint64) *rand.Rand {
 
 // JitterFrom draws one message's extra delay from src: uniform in [0, Jitter].
 func (a *Action) JitterFrom(src *rand.Rand) time.Duration {
-	if a.Jitter <= 0 {
+	switch {
+	case a.Jitter <= 0:
 		return 0
+	case a.Jitter == math.MaxInt64:
+		return time.Duration(src.Int64()) // Jitter+1 would overflow
 	}
 	return time.Duration(src.Int64N(int64(a.Jitter) + 1))
 }

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Session is what a rule's match is checked against: the facts of an
@@ -116,7 +117,7 @@ type Glob struct {
 // ParseGlob checks and compiles a glob.
 func ParseGlob(s string) (*Glob, error) {
 	var b strings.Builder
-	b.WriteString("^")
+	b.WriteString(`(?s)^`) // (?s): * and ? match a newline too
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '*':
@@ -127,8 +128,9 @@ func ParseGlob(s string) (*Glob, error) {
 			if i+1 == len(s) {
 				return nil, fmt.Errorf("glob %q ends with a lone \\; write \\\\ for a backslash", s)
 			}
-			i++
-			b.WriteString(regexp.QuoteMeta(s[i : i+1]))
+			_, n := utf8.DecodeRuneInString(s[i+1:])
+			b.WriteString(regexp.QuoteMeta(s[i+1 : i+1+n]))
+			i += n
 		case '[':
 			end := strings.IndexByte(s[i+1:], ']')
 			if end < 0 || (end == 0 && !strings.Contains(s[i+2:], "]")) {
@@ -144,7 +146,9 @@ func ParseGlob(s string) (*Glob, error) {
 			b.WriteString("[" + strings.ReplaceAll(class, `\`, `\\`) + "]")
 			i += end + 1
 		default:
-			b.WriteString(regexp.QuoteMeta(string(c)))
+			_, n := utf8.DecodeRuneInString(s[i:])
+			b.WriteString(regexp.QuoteMeta(s[i : i+n]))
+			i += n - 1
 		}
 	}
 	b.WriteString("$")

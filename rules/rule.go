@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 	"regexp"
 	"strings"
 	"time"
@@ -169,7 +170,10 @@ func (r *Rule) String() string {
 		if a.Code == CodeNone {
 			b.WriteString("close with an empty frame (1005)")
 		} else {
-			fmt.Fprintf(&b, "close %d (%s)", a.Code, CodeName(a.Code))
+			fmt.Fprintf(&b, "close %d", a.Code)
+			if name := CodeName(a.Code); name != strconv.Itoa(a.Code) {
+				fmt.Fprintf(&b, " (%s)", name)
+			}
 		}
 		if a.Reason != "" {
 			fmt.Fprintf(&b, " %q", a.Reason)
