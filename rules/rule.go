@@ -3,8 +3,8 @@ package rules
 import (
 	"fmt"
 	"reflect"
-	"strconv"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
