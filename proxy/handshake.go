@@ -77,14 +77,19 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		zap.Stringer("client", conn.RemoteAddr()),
 		zap.String("path", req.URL.Path),
 	)
-	refuse := func(status int, why error) {
+	answerBy := func() {
+		// The handshake deadline may have passed while the upstream was
+		// dialed; the client still gets its answer.
+		conn.SetWriteDeadline(time.Now().Add(closeGrace))
+	}
+	refuse := func(status int, step string, why error) {
 		if pooled {
 			putHeadReader(br)
 		}
 		conn.Close()
 		p.untrack(conn)
 		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: conn.RemoteAddr().String(),
-			Path: req.URL.Path, Query: req.URL.RawQuery, Status: status, Why: why.Error()})
+			Path: req.URL.Path, Query: req.URL.RawQuery, Status: status, Refusal: step, Why: why.Error()})
 	}
 
 	if err := checkUpgrade(req); err != nil {
@@ -96,28 +101,33 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 			status = http.StatusUpgradeRequired
 		}
 		log.Info("upgrade refused", zap.Int("status", status), zap.Error(err))
-		refuse(status, err)
+		refuse(status, RefusedBadRequest, err)
 		return
 	}
 
 	info := sessionInfo(req, conn)
 	if lr := p.engine.rejectFor(&info, id); lr != nil {
+		answerBy()
 		p.reject(conn, lr, log, id, req)
-		refuse(lr.Action.Status, fmt.Errorf("rule %s", lr.Name))
+		refuse(lr.Action.Status, RefusedRule, fmt.Errorf("rule %s", lr.Name))
 		return
 	}
 
 	up, err := p.dialUpstream(req, conn)
 	if err != nil {
-		status := http.StatusBadGateway
+		answerBy()
+		status, step := http.StatusBadGateway, RefusedUnreachable
 		if se := (*upstreamStatusError)(nil); errors.As(err, &se) {
-			status = se.status
+			status, step = se.status, RefusedUpstream
 			se.writeTo(conn)
 		} else {
+			if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+				step = RefusedTimeout
+			}
 			writeStatus(conn, status, "upstream unreachable: "+err.Error())
 		}
 		log.Warn("upstream refused the session", zap.Int("status", status), zap.Error(err))
-		refuse(status, err)
+		refuse(status, step, err)
 		return
 	}
 
@@ -125,7 +135,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	if _, _, _, err := u.Upgrade(req, &hijacker{conn: conn, br: br}); err != nil {
 		log.Info("client handshake failed", zap.Error(err))
 		up.close()
-		refuse(0, fmt.Errorf("answer client: %w", err))
+		refuse(0, RefusedClient, fmt.Errorf("answer client: %w", err))
 		return
 	}
 	conn.SetDeadline(time.Time{})
@@ -502,4 +512,9 @@ func (p *Proxy) reject(conn net.Conn, lr *liveRule, log *zap.Logger, id uint64, 
 	p.emit(Event{Time: time.Now(), Kind: EventFault, Session: id, Client: conn.RemoteAddr().String(),
 		Path: req.URL.Path, Query: req.URL.RawQuery, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Status: a.Status})
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -16,6 +16,13 @@ import (
 // arrives later on a kept-alive connection becomes a session like any
 // other.
 func (p *Proxy) newHTTPServer() *http.Server {
+	p.httpTransport = &http.Transport{
+		DialContext:         p.NetDial,
+		TLSClientConfig:     p.TLSClientConfig,
+		TLSHandshakeTimeout: p.handshakeTimeout(),
+		IdleConnTimeout:     90 * time.Second,
+		MaxIdleConnsPerHost: 16,
+	}
 	origin := *p.Upstream
 	origin.Scheme = "http"
 	if p.Upstream.Scheme == "wss" {
@@ -27,14 +34,7 @@ func (p *Proxy) newHTTPServer() *http.Server {
 			r.Out.Host = ""
 			r.SetXForwarded()
 		},
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         p.NetDial,
-			TLSClientConfig:     p.TLSClientConfig,
-			TLSHandshakeTimeout: p.handshakeTimeout(),
-			IdleConnTimeout:     90 * time.Second,
-			MaxIdleConnsPerHost: 16,
-		},
+		Transport: p.httpTransport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.log.Warn("plain HTTP request failed", zap.String("path", r.URL.Path), zap.Error(err))
 			http.Error(w, "upstream unreachable: "+err.Error(), http.StatusBadGateway)

@@ -112,10 +112,14 @@ type Proxy struct {
 	idle     chan struct{}         // closed when sessions and conns are both empty while closing
 	httpSrv  *http.Server
 	httpLn   *chanListener
-	nextID   atomic.Uint64 // upgrade attempts: the rules' session ordinal
-	accepted atomic.Uint64 // TLS handshakes: the ordinal of tls_fail rules
-	engine   *engine
-	log      *zap.Logger
+	// httpTransport carries plain HTTP requests to the upstream's origin.
+	httpTransport *http.Transport
+	nextID        atomic.Uint64 // upgrade attempts: the rules' session ordinal
+	accepted      atomic.Uint64 // TLS handshakes: the ordinal of tls_fail rules
+	engine        *engine
+	ready         atomic.Bool
+	totals        totals
+	log           *zap.Logger
 }
 
 const (
@@ -134,6 +138,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return err
 	}
 	p.engine.load(p.Rules)
+	p.ready.Store(true)
 	go p.serveHTTP()
 	var delay time.Duration
 	for {
@@ -229,6 +234,7 @@ func (p *Proxy) addSession(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sessions[s] = struct{}{}
+	p.totals.sessions++
 	return !p.closing
 }
 
@@ -236,6 +242,8 @@ func (p *Proxy) removeSession(s *session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.sessions, s)
+	p.totals.c2u.add(s.client.traffic())
+	p.totals.u2c.add(s.upstream.traffic())
 	p.checkIdleLocked()
 }
 
@@ -260,6 +268,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	p.closing = true
+	p.ready.Store(false)
 	p.ln.Close()
 	for c := range p.conns {
 		// A connection still in its handshake has no session to close
@@ -287,9 +296,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.cancel() // ends every session that is still open
 	p.engine.stop()
-	if herr := <-httpDone; err == nil && herr != nil && !errors.Is(herr, context.Canceled) {
-		err = herr
+	if herr := <-httpDone; herr != nil {
+		// Requests still in flight when ctx ended are cut.
+		p.httpSrv.Close()
+		if err == nil && !errors.Is(herr, context.Canceled) && !errors.Is(herr, context.DeadlineExceeded) {
+			err = herr
+		}
 	}
+	p.httpTransport.CloseIdleConnections()
 	<-p.idle
 	return err
 }
@@ -345,3 +359,7 @@ func (p *Proxy) tlsServer(conn net.Conn) net.Conn {
 	}
 	return tls.Server(conn, cfg)
 }
+
+// Ready reports whether the proxy is accepting sessions with its rules
+// loaded.
+func (p *Proxy) Ready() bool { return p.ready.Load() }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"sync/atomic"
@@ -146,12 +147,34 @@ func (c *copier) relayFrame(h ws.Header) error {
 			return err
 		}
 	}
-	if src.br.Buffered() == 0 {
+	if !headerBuffered(src.br) {
+		// The next read may wait: pass on what is here first.
 		if err := dst.flush(); err != nil {
 			return &writeError{err}
 		}
 	}
 	return nil
+}
+
+// headerBuffered reports whether br holds a whole frame header (RFC 6455
+// section 5.2), so that reading it will not wait for the network.
+func headerBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := br.Peek(2)
+	size := 2
+	switch b[1] & 0x7f {
+	case 126:
+		size += 2
+	case 127:
+		size += 8
+	}
+	if b[1]&0x80 != 0 {
+		size += 4
+	}
+	return n >= size
 }
 
 // relayClose passes a close frame on unchanged, and remembers its code and

@@ -147,7 +147,7 @@ func (s *session) peers(src *peer) (other *peer) {
 func (s *session) run(ctx context.Context) {
 	s.log.Info("session opened", zap.String("subprotocol", s.proto))
 	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
-		Path: s.path, Query: s.query, Subprotocol: s.proto})
+		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
 	stop := context.AfterFunc(ctx, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
 	if d := s.p.IdleTimeout; d > 0 {
 		s.mu.Lock()
@@ -210,7 +210,8 @@ func (s *session) run(ctx context.Context) {
 	s.log.Info("session ended", fields...)
 	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
-		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start)})
+		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
+		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
 }
 
 // setEnd records who ended the session, if nobody has yet.
