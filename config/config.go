@@ -26,6 +26,7 @@ import (
 // Config is a whole configuration file.
 type Config struct {
 	Proxy Proxy        `toml:"proxy"`
+	Admin Admin        `toml:"admin"`
 	Log   Log          `toml:"log"`
 	Rules []rules.Spec `toml:"rule"`
 
@@ -64,6 +65,19 @@ type Proxy struct {
 	MaxInspectSize Size `toml:"max_inspect_size"`
 }
 
+// Admin is the [admin] section: the control plane's listener.
+type Admin struct {
+	// Listen is the admin API's address; empty turns it off.
+	Listen string `toml:"listen"`
+	// Token, if set, is the bearer token the API requires. The
+	// WSCHAOS_ADMIN_TOKEN environment variable sets it too.
+	Token string `toml:"token"`
+	// AllowInsecure lets a non-loopback Listen run without a token.
+	AllowInsecure bool `toml:"allow_insecure"`
+	// Pprof serves Go's CPU and heap profiles under /debug/pprof/.
+	Pprof bool `toml:"pprof"`
+}
+
 // Log is the [log] section.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -85,7 +99,8 @@ func Default() Config {
 			DrainTimeout:     Duration(10 * time.Second),
 			MaxInspectSize:   1 << 20,
 		},
-		Log: Log{Level: "info", Format: "console"},
+		Admin: Admin{Listen: "127.0.0.1:8081"},
+		Log:   Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -273,6 +288,13 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 		add("proxy.tls_cert", "tls_cert and tls_key go together: set both to serve wss://, or neither")
 	case p.TLSCert == "" && p.TLSKey != "":
 		add("proxy.tls_key", "tls_cert and tls_key go together: set both to serve wss://, or neither")
+	}
+	if a := c.Admin.Listen; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add("admin.listen", "%q is not host:port; write for example \"127.0.0.1:8081\", or \"\" to turn the admin API off", a)
+		} else if a == p.Listen && !strings.HasSuffix(a, ":0") {
+			add("admin.listen", "is the proxy's own address; the admin API is never served on the proxy's port: pick another, such as \"127.0.0.1:8081\"")
+		}
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		add("log.level", "%q is not a level; write \"debug\", \"info\", \"warn\" or \"error\"", c.Log.Level)

@@ -142,6 +142,12 @@ upstream_insecure_skip_verify = true
 seed = 42
 max_inspect_size = "64KiB"
 
+[admin]
+listen = "127.0.0.1:9001"
+token = "s3cret"
+allow_insecure = true
+pprof = true
+
 [log]
 level = "debug"
 format = "json"
@@ -161,7 +167,8 @@ format = "json"
 					Seed:                       &seed42,
 					MaxInspectSize:             64 << 10,
 				},
-				Log: Log{Level: "debug", Format: "json"},
+				Admin: Admin{Listen: "127.0.0.1:9001", Token: "s3cret", AllowInsecure: true, Pprof: true},
+				Log:   Log{Level: "debug", Format: "json"},
 			}
 		}},
 	} {

@@ -131,34 +131,40 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		return
 	}
 
+	// The session is registered before the client gets its 101, in place
+	// of the accepted connection, so that a Shutdown from now on closes it
+	// gracefully; the 101 is written holding the client's write lock, so
+	// that a close frame queued meanwhile follows it.
+	client := newPeer(sideClient, conn, br)
+	s := newSession(p, id, log, req, start, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
+	if !p.addSession(s, conn) {
+		up.close()
+		p.dropSession(s)
+		answerBy()
+		writeStatus(conn, http.StatusServiceUnavailable, "shutting down")
+		refuse(http.StatusServiceUnavailable, RefusedClient, errors.New("shutting down"))
+		return
+	}
+	client.wmu.Lock()
 	u := ws.HTTPUpgrader{Header: up.answer}
 	if _, _, _, err := u.Upgrade(req, &hijacker{conn: conn, br: br}); err != nil {
+		client.wmu.Unlock()
 		log.Info("client handshake failed", zap.Error(err))
 		up.close()
+		p.dropSession(s)
 		refuse(0, RefusedClient, fmt.Errorf("answer client: %w", err))
 		return
 	}
 	conn.SetDeadline(time.Time{})
-
 	// The client's head reader is large; keep it only if the client already
 	// pipelined frames into it.
 	if pooled && br.Buffered() == 0 {
 		putHeadReader(br)
-		br = bufio.NewReaderSize(conn, frameReadSize)
+		client.br = bufio.NewReaderSize(conn, frameReadSize)
 	}
-	s := newSession(p, id, log, req, start,
-		newPeer(sideClient, conn, br),
-		newPeer(sideUpstream, up.conn, up.br),
-		up.hs,
-	)
-	ok := p.addSession(s)
+	client.unlock()
+
 	s.attach()
-	if !ok {
-		// Shutdown began during the handshake: the client has its 101,
-		// so it gets a proper 1001 like every other session.
-		s.closeBoth(closeGoingAway, "going away", "shutdown")
-	}
-	p.untrack(conn)
 	s.run(p.base)
 	p.removeSession(s)
 }

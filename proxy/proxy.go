@@ -228,14 +228,26 @@ func (p *Proxy) untrack(c net.Conn) {
 	p.checkIdleLocked()
 }
 
-// addSession registers s; it reports false while closing. s is
+// addSession registers s in place of its client's accepted connection, in
+// one step, so that Shutdown sees it as one or the other and closes it
+// gracefully as a session. It reports false while closing; s is
 // registered either way, so that Shutdown waits for it.
-func (p *Proxy) addSession(s *session) bool {
+func (p *Proxy) addSession(s *session, c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.conns, c)
 	p.sessions[s] = struct{}{}
 	p.totals.sessions++
 	return !p.closing
+}
+
+// dropSession forgets a session whose client never got its 101.
+func (p *Proxy) dropSession(s *session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.sessions, s)
+	p.totals.sessions--
+	p.checkIdleLocked()
 }
 
 func (p *Proxy) removeSession(s *session) {

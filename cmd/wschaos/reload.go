@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,7 +28,9 @@ type watcher struct {
 	p    *proxy.Proxy
 	log  *zap.Logger
 	hup  <-chan os.Signal
-	last []byte
+
+	mu   sync.Mutex // serializes reloads
+	last []byte     // the content last loaded
 }
 
 // hupSignals delivers SIGHUP until ctx is done.
@@ -40,7 +43,9 @@ func hupSignals(ctx context.Context) <-chan os.Signal {
 
 // run is the body of the "reload" goroutine; it returns when ctx is done.
 func (w *watcher) run(ctx context.Context) {
+	w.mu.Lock()
 	w.last, _ = os.ReadFile(w.path)
+	w.mu.Unlock()
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
@@ -50,22 +55,23 @@ func (w *watcher) run(ctx context.Context) {
 		case <-w.hup:
 			w.reload("SIGHUP")
 		case <-t.C:
-			data, err := os.ReadFile(w.path)
-			if err != nil || bytes.Equal(data, w.last) {
-				continue
+			if w.changed() {
+				w.reload("file changed")
 			}
-			w.reload("file changed")
 		}
 	}
 }
 
 // reload applies the file's rules; an invalid file keeps the running rules
-// and logs every error.
-func (w *watcher) reload(why string) {
+// and logs every error, which it also returns. It is called by the
+// "reload" goroutine and by the admin API.
+func (w *watcher) reload(why string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	data, err := os.ReadFile(w.path)
 	if err != nil {
 		w.log.Error("reload failed; the running rules stay", zap.String("why", why), zap.Error(err))
-		return
+		return err
 	}
 	w.last = data
 	cfg, err := config.Parse(w.path, data)
@@ -75,11 +81,21 @@ func (w *watcher) reload(why string) {
 			for _, e := range errs {
 				w.log.Error("reload failed; the running rules stay", zap.String("why", why), zap.String("error", e.Error()))
 			}
-			return
+		} else {
+			w.log.Error("reload failed; the running rules stay", zap.String("why", why), zap.Error(err))
 		}
-		w.log.Error("reload failed; the running rules stay", zap.String("why", why), zap.Error(err))
-		return
+		return err
 	}
 	w.p.SetRules(cfg.RuleSet)
 	w.log.Info("rules reloaded", zap.String("why", why), zap.Int("rules", len(cfg.Rules)))
+	return nil
+}
+
+// changed reports whether the file's content differs from what was last
+// loaded.
+func (w *watcher) changed() bool {
+	data, err := os.ReadFile(w.path)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return err == nil && !bytes.Equal(data, w.last)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wschaos/wschaos/config"
+	"github.com/wschaos/wschaos/control"
 	"github.com/wschaos/wschaos/internal/echo"
 	"github.com/wschaos/wschaos/proxy"
 )
@@ -40,6 +42,7 @@ Flags of run:
   --upstream URL      override [proxy] upstream: ws://..., wss://... or echo
   --log-level LEVEL   override [log] level: debug, info, warn, error
   --log-format FMT    override [log] format: console, json
+  --admin-listen ADDR override [admin] listen, e.g. 127.0.0.1:0; "off" turns the admin API off
 `
 
 // usageError is a command line the program does not understand.
@@ -84,6 +87,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	upstream := fs.String("upstream", "", "")
 	level := fs.String("log-level", "", "")
 	format := fs.String("log-format", "", "")
+	adminListen := fs.String("admin-listen", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -104,11 +108,14 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	for _, o := range []struct{ dst, v *string }{
 		{&cfg.Proxy.Listen, listen}, {&cfg.Proxy.Upstream, upstream},
-		{&cfg.Log.Level, level}, {&cfg.Log.Format, format},
+		{&cfg.Log.Level, level}, {&cfg.Log.Format, format}, {&cfg.Admin.Listen, adminListen},
 	} {
 		if *o.v != "" {
 			*o.dst = *o.v
 		}
+	}
+	if cfg.Admin.Listen == "off" {
+		cfg.Admin.Listen = ""
 	}
 	// Flags are checked by the same rules as the file. Load has checked the
 	// file and the defaults are valid, so a problem here is a flag's.
@@ -141,6 +148,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("listen: %w", err)
 	}
 	seed, seedFrom := seedOf(cfg.Proxy)
+	adminToken := cmp.Or(os.Getenv("WSCHAOS_ADMIN_TOKEN"), cfg.Admin.Token)
+	if err := checkAdmin(cfg.Admin, adminToken); err != nil {
+		ln.Close()
+		return err
+	}
+	events := control.NewEventLog(1000)
 	p := &proxy.Proxy{
 		Upstream:         target,
 		TLSClientConfig:  tlsUp,
@@ -152,7 +165,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Rules:            cfg.RuleSet,
 		Seed:             seed,
 		Logger:           log,
+		Events:           events,
 	}
+	metrics := control.NewMetrics(p.Stats)
+	p.Events = proxy.Sinks{events, metrics}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }() // goroutine "serve": ends with Shutdown
 	scheme := "ws"
@@ -173,8 +189,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	reloaded := make(chan struct{})
+	var reload func() error
 	if *cfgPath != "" {
 		w := &watcher{path: *cfgPath, p: p, log: log, hup: hupSignals(ctx)}
+		reload = func() error { return w.reload("admin API") }
 		go func() { // goroutine "reload": ends with ctx
 			defer close(reloaded)
 			w.run(ctx)
@@ -182,6 +200,14 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		close(reloaded)
 	}
+
+	stopAdmin, err := startAdmin(cfg.Admin, adminToken, p, events, metrics, reload, log)
+	if err != nil {
+		p.Close()
+		<-served
+		return err
+	}
+	defer stopAdmin()
 
 	select {
 	case err := <-served:

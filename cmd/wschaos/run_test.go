@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,10 @@ func startRun(t *testing.T, args ...string) (*running, map[string]any) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	if args[0] == "run" && !slices.Contains(args, "--admin-listen") {
+		// Tests run side by side: no fixed admin port.
+		args = append(args, "--admin-listen", "127.0.0.1:0")
+	}
 	go func() { r.done <- run(ctx, args, io.Discard, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()
