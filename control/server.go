@@ -2,6 +2,7 @@
 // sessions and end them by hand, the rules' switches, the event stream,
 // Prometheus metrics, health probes and a web page that uses all of them.
 //
+//	GET  /api/info                     version, proxy URL, upstream, seed
 //	GET  /api/sessions                 open sessions
 //	GET  /api/sessions/{id}
 //	POST /api/sessions/{id}/close      {"code": 1012, "reason": "..."}
@@ -78,6 +79,19 @@ type Server struct {
 
 	// Pprof serves Go's profiles under /debug/pprof/, behind the token.
 	Pprof bool
+
+	// Info is served at /api/info: what the page shows about the proxy and
+	// where its test client connects (proxy_url).
+	Info Info
+}
+
+// Info describes the running proxy.
+type Info struct {
+	Version  string `json:"version"`
+	ProxyURL string `json:"proxy_url"` // ws:// or wss://, as clients connect
+	Upstream string `json:"upstream"`
+	Seed     uint64 `json:"seed"`
+	Token    bool   `json:"token"` // whether the API needs a token
 }
 
 // Handler returns the admin API's handler.
@@ -86,6 +100,11 @@ func (s *Server) Handler() http.Handler {
 	api := func(pattern string, methods map[string]http.HandlerFunc) {
 		mux.Handle(pattern, s.auth(allow(methods)))
 	}
+	api("/api/info", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
+		info := s.Info
+		info.Token = s.Token != ""
+		writeJSON(w, http.StatusOK, info)
+	}})
 	api("/api/sessions", map[string]http.HandlerFunc{"GET": s.listSessions})
 	api("/api/sessions/{id}", map[string]http.HandlerFunc{"GET": s.getSession})
 	api("/api/sessions/{id}/{action}", map[string]http.HandlerFunc{"POST": s.sessionAction})

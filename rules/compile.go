@@ -455,3 +455,17 @@ var sizeUnits = []struct {
 	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
 	{"B", 1},
 }
+
+// CompileMatch checks a match table given on its own, as the admin API
+// takes one to pick sessions; the error lists every problem.
+func CompileMatch(m MatchSpec) (*Match, error) {
+	var out Match
+	var msgs []string
+	compileMatch(&m, &out, func(field, format string, args ...any) {
+		msgs = append(msgs, field+": "+fmt.Sprintf(format, args...))
+	})
+	if len(msgs) > 0 {
+		return nil, errors.New(strings.Join(msgs, "; "))
+	}
+	return &out, nil
+}

@@ -34,7 +34,7 @@ func checkAdmin(c config.Admin, token string) error {
 
 // startAdmin serves the admin API when it is configured and returns what
 // stops it.
-func startAdmin(c config.Admin, token string, p *proxy.Proxy, events *control.EventLog,
+func startAdmin(c config.Admin, token string, info control.Info, p *proxy.Proxy, events *control.EventLog,
 	metrics *control.Metrics, reload func() error, log *zap.Logger) (stop func(), err error) {
 	if c.Listen == "" {
 		return func() {}, nil
@@ -52,6 +52,7 @@ func startAdmin(c config.Admin, token string, p *proxy.Proxy, events *control.Ev
 		Metrics: metrics,
 		Logger:  log.Named("admin"),
 		Pprof:   c.Pprof,
+		Info:    info,
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),

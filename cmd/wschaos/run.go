@@ -201,7 +201,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		close(reloaded)
 	}
 
-	stopAdmin, err := startAdmin(cfg.Admin, adminToken, p, events, metrics, reload, log)
+	info := control.Info{Version: version, ProxyURL: scheme + "://" + ln.Addr().String(), Upstream: cfg.Proxy.Upstream, Seed: seed}
+	stopAdmin, err := startAdmin(cfg.Admin, adminToken, info, p, events, metrics, reload, log)
 	if err != nil {
 		p.Close()
 		<-served
