@@ -135,7 +135,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	// of the accepted connection, so that a Shutdown from now on closes it
 	// gracefully; the 101 is written holding the client's write lock, so
 	// that a close frame queued meanwhile follows it.
-	client := newPeer(sideClient, conn, br)
+	client := newPeer(sideClient, conn, nil)
 	s := newSession(p, id, log, req, start, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
 	if !p.addSession(s, conn) {
 		up.close()
@@ -156,11 +156,12 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	// The client's head reader is large; keep it only if the client already
-	// pipelined frames into it.
-	if pooled && br.Buffered() == 0 {
+	// Frames the client pipelined behind its request move to the frame
+	// reader; the head reader goes back to its pool.
+	pending, _ := br.Peek(br.Buffered())
+	client.br = newFrameReader(conn, pending)
+	if pooled {
 		putHeadReader(br)
-		client.br = bufio.NewReaderSize(conn, frameReadSize)
 	}
 	client.unlock()
 
@@ -206,16 +207,13 @@ func headerHasToken(h http.Header, key, token string) bool {
 // upstream is a dialed and upgraded upstream connection.
 type upstream struct {
 	conn   net.Conn
-	br     *bufio.Reader // holds frames the upstream sent right after its 101
+	br     *frameReader // first returns the frames the upstream sent right after its 101
 	hs     ws.Handshake
 	answer http.Header // what the client's 101 carries on the upstream's behalf
 }
 
 func (u *upstream) close() {
 	u.conn.Close()
-	if u.br != nil {
-		ws.PutReader(u.br)
-	}
 }
 
 // upstreamStatusError is an upstream's non-101 answer to the upgrade.
@@ -295,10 +293,15 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 		httphead.WriteOptions(&b, hs.Extensions)
 		answer.Set("Sec-WebSocket-Extensions", b.String())
 	}
-	if br == nil {
-		br = bufio.NewReaderSize(conn, frameReadSize)
+	var pending []byte
+	if br != nil {
+		pending, _ = br.Peek(br.Buffered())
 	}
-	return &upstream{conn: conn, br: br, hs: hs, answer: answer}, nil
+	fr := newFrameReader(conn, pending)
+	if br != nil {
+		ws.PutReader(br)
+	}
+	return &upstream{conn: conn, br: fr, hs: hs, answer: answer}, nil
 }
 
 func readStatusError(status int, r io.Reader) *upstreamStatusError {

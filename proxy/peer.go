@@ -30,8 +30,6 @@ func (s side) String() string {
 }
 
 const (
-	// frameReadSize is the read buffer a session keeps per side.
-	frameReadSize = 4 << 10
 	// frameWriteSize is the pooled buffer a batch of frames is written
 	// through; a session holds one only while it writes.
 	frameWriteSize = 32 << 10
@@ -42,7 +40,7 @@ const (
 type peer struct {
 	side side
 	conn net.Conn
-	br   *bufio.Reader // read only by the copier whose source this peer is
+	br   *frameReader // read only by the copier whose source this peer is
 
 	wmu     sync.Mutex             // serializes writes to conn
 	bw      *bufio.Writer          // pooled; non-nil while a batch is written; guarded by wmu
@@ -66,7 +64,7 @@ type closeInfo struct {
 	reason string
 }
 
-func newPeer(s side, conn net.Conn, br *bufio.Reader) *peer {
+func newPeer(s side, conn net.Conn, br *frameReader) *peer {
 	return &peer{side: s, conn: conn, br: br}
 }
 

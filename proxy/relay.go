@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"sync/atomic"
@@ -158,12 +157,12 @@ func (c *copier) relayFrame(h ws.Header) error {
 
 // headerBuffered reports whether br holds a whole frame header (RFC 6455
 // section 5.2), so that reading it will not wait for the network.
-func headerBuffered(br *bufio.Reader) bool {
+func headerBuffered(br *frameReader) bool {
 	n := br.Buffered()
 	if n < 2 {
 		return false
 	}
-	b, _ := br.Peek(2)
+	b := br.buffered()
 	size := 2
 	switch b[1] & 0x7f {
 	case 126:
