@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"time"
@@ -16,6 +17,10 @@ import (
 
 // ErrNoSession is returned for a session id that is not open.
 var ErrNoSession = errors.New("no such session")
+
+// ErrEnding is returned for a manual fault on a session that is already
+// ending (its close handshake is under way).
+var ErrEnding = errors.New("session is already ending")
 
 // ErrNoRule is returned for a rule name that is not loaded.
 var ErrNoRule = errors.New("no such rule")
@@ -106,7 +111,7 @@ func (p *Proxy) Sessions() []SessionInfo {
 	for _, s := range open {
 		out = append(out, s.snapshot())
 	}
-	slices.SortFunc(out, func(a, b SessionInfo) int { return int(a.ID - b.ID) })
+	slices.SortFunc(out, func(a, b SessionInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -145,7 +150,7 @@ func (p *Proxy) Inject(id uint64, m Manual) error {
 		return ErrNoSession
 	}
 	if !s.manual(m) {
-		return ErrNoSession // it was ending already
+		return ErrEnding
 	}
 	return nil
 }
@@ -178,7 +183,7 @@ func (s *session) manual(m Manual) bool {
 			code = 1005
 		}
 	}
-	s.log.Info("fault fired", zap.String("rule", "manual"), zap.Stringer("action", m.Action),
+	s.logger().Info("fault fired", zap.String("rule", "manual"), zap.Stringer("action", m.Action),
 		zap.Int("code", code), zap.String("reason", m.Reason))
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "manual", Rule: "manual",

@@ -170,7 +170,7 @@ func (s *session) fire(sr *sessionRule) bool {
 		}
 		fields = append(fields, zap.Int("code", code), zap.String("reason", a.Reason), zap.Stringer("to", a.To))
 	}
-	s.log.Info("fault fired", fields...)
+	s.logger().Info("fault fired", fields...)
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Code: code, Reason: a.Reason})

@@ -136,8 +136,12 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	// gracefully; the 101 is written holding the client's write lock, so
 	// that a close frame queued meanwhile follows it.
 	client := newPeer(sideClient, conn, nil)
-	s := newSession(p, id, log, req, start, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
-	if !p.addSession(s, conn) {
+	s := newSession(p, id, req, start, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
+	ok := p.addSession(s, conn)
+	if ok {
+		s.attach() // before the 101: the session is listed with its rules from the start
+	}
+	if !ok {
 		up.close()
 		p.dropSession(s)
 		answerBy()
@@ -165,9 +169,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	}
 	client.unlock()
 
-	s.attach()
-	s.run(p.base)
-	p.removeSession(s)
+	s.open(p.base)
 }
 
 // checkUpgrade reports whether req is a WebSocket opening handshake that

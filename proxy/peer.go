@@ -40,6 +40,7 @@ const (
 type peer struct {
 	side side
 	conn net.Conn
+	fd   int          // the socket, for the poller; -1 when not a plain TCP connection
 	br   *frameReader // read only by the copier whose source this peer is
 
 	wmu     sync.Mutex             // serializes writes to conn
@@ -65,7 +66,13 @@ type closeInfo struct {
 }
 
 func newPeer(s side, conn net.Conn, br *frameReader) *peer {
-	return &peer{side: s, conn: conn, br: br}
+	p := &peer{side: s, conn: conn, br: br, fd: -1}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		if raw, err := tcp.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) { p.fd = int(fd) })
+		}
+	}
+	return p
 }
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, frameWriteSize) }}

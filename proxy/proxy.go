@@ -117,6 +117,7 @@ type Proxy struct {
 	nextID        atomic.Uint64 // upgrade attempts: the rules' session ordinal
 	accepted      atomic.Uint64 // TLS handshakes: the ordinal of tls_fail rules
 	engine        *engine
+	poller        *poller // nil: every copier has a goroutine from the start
 	ready         atomic.Bool
 	totals        totals
 	log           *zap.Logger
@@ -199,6 +200,12 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.httpLn = newChanListener(ln.Addr())
 	p.httpSrv = p.newHTTPServer()
 	p.engine = newEngine(p)
+	if pl, err := newPoller(); err == nil {
+		p.poller = pl
+		go pl.run() // goroutine "poller": ends with Shutdown
+	} else {
+		p.log.Debug("idle sessions keep their goroutines", zap.Error(err))
+	}
 	return nil
 }
 
@@ -317,6 +324,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.httpTransport.CloseIdleConnections()
 	<-p.idle
+	if p.poller != nil {
+		p.poller.stop()
+	}
 	return err
 }
 

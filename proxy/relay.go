@@ -18,10 +18,22 @@ type copier struct {
 	ctl      [ws.MaxControlFramePayloadSize]byte
 	in       inspector               // on_message rules
 	delay    atomic.Pointer[delayer] // a delay rule fired for this direction
+	state    atomic.Int32            // copierParked or copierRunning
 }
 
-// errHung ends a copier whose direction a hang rule stopped.
-var errHung = errors.New("hung")
+// A copier's states: parked copiers have no goroutine; the poller or the
+// session's end starts them.
+const (
+	copierParked int32 = iota + 1
+	copierRunning
+)
+
+// wake starts a parked copier's goroutine.
+func (c *copier) wake() {
+	if c.state.CompareAndSwap(copierParked, copierRunning) {
+		go c.run() // copier "client->upstream" or "upstream->client"
+	}
+}
 
 // run relays frames from src to dst until src ends or the session is
 // closed. It is the body of a copier goroutine.
@@ -29,25 +41,29 @@ func (c *copier) run() {
 	err := c.loop()
 	c.src.gone.Store(true)
 	c.ended(err)
+	c.s.copierDone()
 }
 
 func (c *copier) loop() error {
 	s, src := c.s, c.src
-	debug := s.log.Core().Enabled(zap.DebugLevel)
+	debug := s.p.log.Core().Enabled(zap.DebugLevel)
 	for {
 		h, err := ws.ReadHeaderBuffer(src.br, c.hdr[:])
 		if err != nil {
 			return err
 		}
 		if debug {
-			s.log.Debug("frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
+			s.logger().Debug("frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
 				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
 		}
 		if s.isHung(src.side) {
-			// Not a frame more, pings and pongs included; the connection
-			// stays open until the session ends.
-			<-s.done
-			return errHung
+			// Not a frame more is relayed, pings and pongs included. The
+			// frames are read and dropped, so that the peer going away is
+			// still seen and mirrored.
+			if _, err := src.br.Discard(int(min(h.Length, 1<<30))); err != nil {
+				return err
+			}
+			continue
 		}
 		if s.closing.Load() || src.sentClose.Load() {
 			// The proxy closed the session, or src already said its last
@@ -94,7 +110,7 @@ func (c *copier) loop() error {
 			}
 			continue
 		}
-		if c.in.holding || !h.OpCode.IsControl() && c.wantsInspect(h) {
+		if !h.OpCode.IsControl() && (c.in.holding || c.wantsInspect(h)) {
 			if err := c.hold(h); err != nil {
 				return err
 			}
@@ -208,7 +224,7 @@ func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 
 	src.sentClose.Store(true)
 	c.s.setEnd(src.side.String(), "close frame", info.code, info.reason)
-	c.s.log.Debug("close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
+	c.s.logger().Debug("close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
 	if dst.sentClose.Load() {
 		c.s.maybeFinish()
 	} else {

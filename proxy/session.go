@@ -32,7 +32,6 @@ const relayedCloseTimeout = 10 * time.Second
 type session struct {
 	p     *Proxy
 	id    uint64
-	log   *zap.Logger
 	start time.Time
 	path  string
 	query string
@@ -57,6 +56,9 @@ type session struct {
 	inspecting atomic.Uint32 // directions with on_message rules
 	hung       atomic.Uint32 // directions not relayed any more
 
+	live    atomic.Int32 // copiers still running
+	stopCtx func() bool  // stops the shutdown watch
+
 	mu     sync.Mutex
 	opened bool          // on-connect rules have fired
 	timer  *time.Timer   // ends the session if a close handshake stalls
@@ -73,11 +75,10 @@ type endInfo struct {
 	reason string
 }
 
-func newSession(p *Proxy, id uint64, log *zap.Logger, req *http.Request, start time.Time, client, upstream *peer, hs ws.Handshake) *session {
+func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client, upstream *peer, hs ws.Handshake) *session {
 	s := &session{
 		p:     p,
 		id:    id,
-		log:   log,
 		start: start,
 		path:  req.URL.Path,
 		query: req.URL.RawQuery,
@@ -142,13 +143,15 @@ func (s *session) peers(src *peer) (other *peer) {
 	return s.client
 }
 
-// run relays frames until the session ends or ctx is done, then logs the
-// session's end.
-func (s *session) run(ctx context.Context) {
-	s.log.Info("session opened", zap.String("subprotocol", s.proto))
+// open relays frames until the session ends or ctx is done. It starts
+// the session's two copier goroutines and returns: the one that ends last
+// closes the session (finish), so that an open session costs two small
+// goroutine stacks and not the handshake's deeper one.
+func (s *session) open(ctx context.Context) {
+	s.logger().Info("session opened", zap.String("subprotocol", s.proto))
 	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
-	stop := context.AfterFunc(ctx, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
+	s.stopCtx = context.AfterFunc(ctx, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
 	if d := s.p.IdleTimeout; d > 0 {
 		s.mu.Lock()
 		s.idle = time.AfterFunc(d, s.checkIdle(0, time.Now()))
@@ -160,18 +163,34 @@ func (s *session) run(ctx context.Context) {
 	s.opened = true
 	s.mu.Unlock()
 
-	done := make(chan struct{})
-	go func() { // copier "client->upstream"
-		defer close(done)
-		s.copiers[0].run()
-	}()
-	s.copiers[1].run() // copier "upstream->client"
-	// The other copier ends once its source ends or the connections are
-	// closed, which the end of this one or ctx brings about within
-	// closeGrace at most.
-	<-done
+	// Each copier ends once its source ends or the connections are
+	// closed, which the end of the other one, a close handshake's timer or
+	// ctx brings about. A copier with nothing to read yet is parked with
+	// the poller, without a goroutine, until its source says something.
+	s.live.Store(2)
+	for _, c := range s.copiers {
+		if pl := s.p.poller; pl != nil && c.src.br.Buffered() == 0 {
+			c.state.Store(copierParked)
+			if pl.park(c) {
+				continue
+			}
+		}
+		c.state.Store(copierRunning)
+		go c.run() // copier "client->upstream" or "upstream->client"
+	}
+}
 
-	stop()
+// copierDone is called by each copier as it ends; the last one finishes
+// the session.
+func (s *session) copierDone() {
+	if s.live.Add(-1) == 0 {
+		s.finish()
+	}
+}
+
+// finish closes what remains of the session, logs its end and forgets it.
+func (s *session) finish() {
+	s.stopCtx()
 	s.mu.Lock()
 	for _, t := range append([]*time.Timer{s.timer, s.idle}, s.timers...) {
 		if t != nil {
@@ -207,11 +226,19 @@ func (s *session) run(ctx context.Context) {
 	if end.code != 0 {
 		fields = append(fields, zap.Int("close_code", int(end.code)), zap.String("close_reason", end.reason))
 	}
-	s.log.Info("session ended", fields...)
+	s.logger().Info("session ended", fields...)
 	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
 		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
 		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
+	s.p.removeSession(s)
+}
+
+// logger returns the proxy's logger with the session's fields. It is made
+// when a line is logged rather than kept, so that an idle session does not
+// hold an encoder of its own.
+func (s *session) logger() *zap.Logger {
+	return s.p.log.With(zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
 }
 
 // setEnd records who ended the session, if nobody has yet.
@@ -250,7 +277,7 @@ func (s *session) closeBoth(code ws.StatusCode, reason, why string) {
 // fail answers a peer that broke the protocol: it gets code and reason, the
 // other side 1001.
 func (s *session) fail(src *peer, code ws.StatusCode, reason string) {
-	s.log.Warn("protocol violation", zap.Stringer("by", src.side), zap.String("violation", reason))
+	s.logger().Warn("protocol violation", zap.Stringer("by", src.side), zap.String("violation", reason))
 	s.setEnd(src.side.String(), "protocol violation: "+reason, code, reason)
 	s.closing.Store(true)
 	s.arm(closeGrace)
@@ -284,8 +311,20 @@ func (s *session) abort() {
 		return
 	}
 	close(s.done)
+	// Parked copiers leave the poller before their sockets are closed,
+	// and then run to their end.
+	var parked []*copier
+	for _, c := range s.copiers {
+		if c.state.CompareAndSwap(copierParked, copierRunning) {
+			s.p.poller.forget(c)
+			parked = append(parked, c)
+		}
+	}
 	s.client.conn.Close()
 	s.upstream.conn.Close()
+	for _, c := range parked {
+		go c.run()
+	}
 }
 
 // checkIdle returns the idle timer's function: it ends the session with

@@ -94,8 +94,11 @@ func compileOne(i int, sp *Spec, opts Options) (*Rule, []*FieldError) {
 	r := &Rule{Name: sp.Name, Index: i, Probability: 1, Direction: FromBoth, spec: *sp}
 	r.Action.RetryAfter = -1
 
-	if strings.TrimSpace(sp.Name) == "" {
+	switch strings.TrimSpace(sp.Name) {
+	case "":
 		bad("name", `is required; add name = "..." so that logs and the admin API can name the rule`)
+	case "manual":
+		bad("name", `"manual" names faults fired by hand in events and metrics; pick another name`)
 	}
 	compileMatch(&sp.Match, &r.Match, bad)
 

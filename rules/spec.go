@@ -35,12 +35,12 @@ type Spec struct {
 	Jitter     string  `toml:"jitter"`
 }
 
-// MatchSpec is a rule's match table as written; every key is optional and
-// all that are given must hold.
+// MatchSpec is a rule's match table as written (in TOML, or in JSON for
+// the admin API); every key is optional and all that are given must hold.
 type MatchSpec struct {
-	Path        string            `toml:"path"`
-	Query       map[string]string `toml:"query"`
-	Header      map[string]string `toml:"header"`
-	Subprotocol string            `toml:"subprotocol"`
-	Client      string            `toml:"client"`
+	Path        string            `toml:"path" json:"path,omitempty"`
+	Query       map[string]string `toml:"query" json:"query,omitempty"`
+	Header      map[string]string `toml:"header" json:"header,omitempty"`
+	Subprotocol string            `toml:"subprotocol" json:"subprotocol,omitempty"`
+	Client      string            `toml:"client" json:"client,omitempty"`
 }

@@ -1,0 +1,119 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"sync"
+	"syscall"
+)
+
+// poller waits, with one goroutine for the whole proxy, for the first
+// bytes of sessions nobody has spoken on yet, so that an idle session has
+// no goroutine and no stack: its copiers are parked here, and started when
+// their source becomes readable (or ends). The connections stay registered
+// with the runtime's own poller too; this epoll set is separate and
+// one-shot.
+type poller struct {
+	epfd   int
+	wake   [2]int // a pipe: a byte written to wake[1] stops run
+	mu     sync.Mutex
+	parked map[int32]*copier // by file descriptor
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newPoller() (*poller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	pl := &poller{epfd: epfd, parked: map[int32]*copier{}, done: make(chan struct{})}
+	if err := syscall.Pipe2(pl.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		syscall.Close(epfd)
+		return nil, err
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(pl.wake[0])}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, pl.wake[0], &ev); err != nil {
+		pl.closeFDs()
+		return nil, err
+	}
+	return pl, nil
+}
+
+func (pl *poller) closeFDs() {
+	syscall.Close(pl.epfd)
+	syscall.Close(pl.wake[0])
+	syscall.Close(pl.wake[1])
+}
+
+// run is the body of the "poller" goroutine: it starts the copiers whose
+// source became readable, until stop.
+func (pl *poller) run() {
+	defer close(pl.done)
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		n, err := syscall.EpollWait(pl.epfd, events, -1)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		for _, ev := range events[:n] {
+			if int(ev.Fd) == pl.wake[0] {
+				return
+			}
+			pl.mu.Lock()
+			c := pl.parked[ev.Fd]
+			delete(pl.parked, ev.Fd)
+			pl.mu.Unlock()
+			if c != nil {
+				c.wake()
+			}
+		}
+	}
+}
+
+// stop ends run and releases the epoll set.
+func (pl *poller) stop() {
+	pl.once.Do(func() {
+		syscall.Write(pl.wake[1], []byte{0})
+		<-pl.done
+		pl.closeFDs()
+	})
+}
+
+// park registers c's source to start c when it becomes readable; it
+// reports false if it cannot (c must then be started at once).
+func (pl *poller) park(c *copier) bool {
+	fd := c.src.fd
+	if fd < 0 {
+		return false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.parked[int32(fd)] = c
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+	err := syscall.EpollCtl(pl.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	if errors.Is(err, syscall.EEXIST) {
+		err = syscall.EpollCtl(pl.epfd, syscall.EPOLL_CTL_MOD, fd, &ev)
+	}
+	if err != nil {
+		delete(pl.parked, int32(fd))
+		return false
+	}
+	return true
+}
+
+// forget removes c's source from the set before its connection is closed,
+// so that a reused descriptor is not taken for it.
+func (pl *poller) forget(c *copier) {
+	fd := c.src.fd
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.parked[int32(fd)] == c {
+		delete(pl.parked, int32(fd))
+	}
+	syscall.EpollCtl(pl.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+}

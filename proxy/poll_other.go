@@ -1,0 +1,15 @@
+//go:build !linux
+
+package proxy
+
+import "errors"
+
+// poller parks idle copiers on Linux only; elsewhere every copier runs in
+// its own goroutine from the start.
+type poller struct{}
+
+func newPoller() (*poller, error)    { return nil, errors.New("no epoll on this system") }
+func (pl *poller) run()              {}
+func (pl *poller) stop()             {}
+func (pl *poller) park(*copier) bool { return false }
+func (pl *poller) forget(c *copier)  {}
