@@ -21,9 +21,10 @@ type EventLog struct {
 // misses some.
 const followBuffer = 1024
 
-// NewEventLog returns a log that keeps the last n events.
+// NewEventLog returns a log that keeps the last n events (none if n < 1:
+// it still streams them to followers).
 func NewEventLog(n int) *EventLog {
-	return &EventLog{ring: make([]proxy.Event, n), subs: map[chan proxy.Event]struct{}{}}
+	return &EventLog{ring: make([]proxy.Event, max(n, 0)), subs: map[chan proxy.Event]struct{}{}}
 }
 
 // Event records e and passes it to every follower; a follower that lags
@@ -31,10 +32,12 @@ func NewEventLog(n int) *EventLog {
 func (l *EventLog) Event(e proxy.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.ring[l.next] = e
-	l.next++
-	if l.next == len(l.ring) {
-		l.next, l.full = 0, true
+	if len(l.ring) > 0 {
+		l.ring[l.next] = e
+		l.next++
+		if l.next == len(l.ring) {
+			l.next, l.full = 0, true
+		}
 	}
 	for ch := range l.subs {
 		select {
@@ -48,6 +51,10 @@ func (l *EventLog) Event(e proxy.Event) {
 func (l *EventLog) Last() []proxy.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.lastLocked()
+}
+
+func (l *EventLog) lastLocked() []proxy.Event {
 	if !l.full {
 		return append([]proxy.Event{}, l.ring[:l.next]...)
 	}
@@ -57,8 +64,23 @@ func (l *EventLog) Last() []proxy.Event {
 // Follow returns the events recorded from now on, until ctx is done; the
 // channel is closed then.
 func (l *EventLog) Follow(ctx context.Context) <-chan proxy.Event {
+	_, ch := l.follow(ctx, false)
+	return ch
+}
+
+// lastAndFollow is Last and Follow in one step: every event is either in
+// the kept ones or on the channel, never in both.
+func (l *EventLog) lastAndFollow(ctx context.Context) ([]proxy.Event, <-chan proxy.Event) {
+	return l.follow(ctx, true)
+}
+
+func (l *EventLog) follow(ctx context.Context, last bool) ([]proxy.Event, <-chan proxy.Event) {
 	ch := make(chan proxy.Event, followBuffer)
+	var kept []proxy.Event
 	l.mu.Lock()
+	if last {
+		kept = l.lastLocked()
+	}
 	l.subs[ch] = struct{}{}
 	l.mu.Unlock()
 	context.AfterFunc(ctx, func() {
@@ -67,5 +89,5 @@ func (l *EventLog) Follow(ctx context.Context) <-chan proxy.Event {
 		close(ch)
 		l.mu.Unlock()
 	})
-	return ch
+	return kept, ch
 }

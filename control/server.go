@@ -142,7 +142,11 @@ func (s *Server) Handler() http.Handler {
 	// Browsers send Sec-Fetch-Site and Origin; a state-changing request
 	// from another origin is refused (403), so a page elsewhere cannot
 	// drive the API with the user's token or network position.
-	return http.NewCrossOriginProtection().Handler(securityHeaders(mux))
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused: the admin API takes state-changing requests only from its own origin")
+	}))
+	return securityHeaders(cop.Handler(mux))
 }
 
 func securityHeaders(h http.Handler) http.Handler {
@@ -180,10 +184,11 @@ func (s *Server) auth(h http.Handler) http.Handler {
 	if s.Token == "" {
 		return h
 	}
-	want := []byte("Bearer " + s.Token)
+	want := []byte(s.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		// The scheme is case-insensitive (RFC 9110 section 11.1).
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wschaos"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 			return
@@ -304,7 +309,11 @@ func (s *Server) sessionAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.Proxy.Inject(id, m); err != nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("session %d: %v", id, err))
+		status := http.StatusNotFound
+		if errors.Is(err, proxy.ErrEnding) {
+			status = http.StatusConflict
+		}
+		writeError(w, status, fmt.Sprintf("session %d: %v", id, err))
 		return
 	}
 	s.logf("manual fault", zap.Uint64("session", id), zap.Stringer("action", m.Action), zap.Int("code", m.Code))
@@ -324,7 +333,7 @@ func (s *Server) closeMatching(w http.ResponseWriter, r *http.Request) {
 	var match *rules.Match
 	if req.Match != nil {
 		if match, err = rules.CompileMatch(*req.Match); err != nil {
-			writeError(w, http.StatusBadRequest, "match."+err.Error())
+			writeError(w, http.StatusBadRequest, err.Error()) // its fields are named match.*
 			return
 		}
 	}
@@ -373,7 +382,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, []proxy.Event{})
 		return
 	}
-	if r.URL.Query().Get("follow") == "" {
+	if f := r.URL.Query().Get("follow"); f == "" || f == "0" || f == "false" {
 		writeJSON(w, http.StatusOK, s.Events.Last())
 		return
 	}
@@ -392,7 +401,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	live := s.Events.Follow(ctx)
+	kept, live := s.Events.lastAndFollow(ctx)
 	send := func(e proxy.Event) error {
 		b, _ := json.Marshal(e)
 		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Kind, b); err != nil {
@@ -400,7 +409,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
-	for _, e := range s.Events.Last() {
+	for _, e := range kept {
 		if send(e) != nil {
 			return
 		}

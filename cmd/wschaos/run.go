@@ -36,6 +36,20 @@ Usage:
   wschaos version           print the version
   wschaos help              print this help
 
+Commands that drive a running proxy through its admin API:
+  wschaos sessions [--json]                 list the open sessions
+  wschaos close ID [--code CODE] [--reason TEXT]
+                                            send the client of session ID a close frame
+  wschaos close --all [--match KEY=GLOB]... [--code CODE] [--reason TEXT]
+                                            the same to every open session, or to those that match
+  wschaos reset ID                          a TCP RST to the client of session ID
+  wschaos drop ID                           a TCP FIN without a close frame
+  wschaos hang ID                           relay nothing more while TCP stays open
+  wschaos rules                             list the rules: enabled, fired, limit
+  wschaos enable NAME, wschaos disable NAME switch a rule on or off
+  wschaos reload                            re-read the configuration file's rules
+  wschaos events [--follow] [--json]        the last events; --follow then streams new ones until Ctrl-C
+
 Flags of run:
   --config FILE       TOML configuration (see config.example.toml); without it, defaults
   --listen ADDR       override [proxy] listen, e.g. 127.0.0.1:8080
@@ -43,6 +57,20 @@ Flags of run:
   --log-level LEVEL   override [log] level: debug, info, warn, error
   --log-format FMT    override [log] format: console, json
   --admin-listen ADDR override [admin] listen, e.g. 127.0.0.1:0; "off" turns the admin API off
+
+Flags of the admin API commands, before or after their arguments:
+  --admin URL         the admin API; default $WSCHAOS_ADMIN, else http://127.0.0.1:8081
+  --token TOKEN       its bearer token; default $WSCHAOS_ADMIN_TOKEN
+  --code CODE         close: a number (1012), a name (service_restart) or none; default 1001
+  --reason TEXT       close: the close frame's reason, at most 123 bytes of UTF-8
+  --all               close: every open session; with --match, those that match
+  --match KEY=GLOB    close --all: KEY is path, query.NAME, header.NAME, subprotocol or client
+                      (a CIDR); repeat it for more keys, all of which must hold
+  --json              sessions, events: the API's JSON; with --follow one event per line
+  --follow            events: the kept events, then each new one as it happens
+In the sessions table's RULES, each rule that applies to the session is NAME, NAME* once
+its probability draw picked the session (with when an after rule fires), NAME! once fired.
+A failing request exits 1 with the API's error; a usage mistake exits 2.
 `
 
 // usageError is a command line the program does not understand.
@@ -74,6 +102,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "sessions", "close", "reset", "drop", "hang", "rules", "enable", "disable", "reload", "events":
+		return adminCommand(ctx, cmd, rest, stdout)
 	default:
 		return &usageError{fmt.Sprintf("unknown command %q", cmd)}
 	}
