@@ -7,6 +7,7 @@
 #   WSCHAOS_BIN     use this binary instead of building ./cmd/wschaos
 #   INTEROP_PYTHON  python interpreter with websockets (default /usr/bin/python3)
 #   INTEROP_FILTER  run only tests whose name contains this string
+#   INTEROP_CHROMIUM  the browser for the chromium suite (default /usr/bin/chromium)
 #   CI=true         a missing peer is a failure instead of a skip
 # The last line printed is "N passed, N failed"; the exit code is non-zero
 # when anything failed.
@@ -16,6 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PYTHON="${INTEROP_PYTHON:-/usr/bin/python3}"
+CHROMIUM="${INTEROP_CHROMIUM:-/usr/bin/chromium}"
 CI="${CI:-}"
 SUITE_TIMEOUT=120   # hard stop per suite, seconds
 SUITE_BUDGET=80     # seconds a suite may spend on tests before failing the rest
@@ -129,6 +131,48 @@ elif [[ ! -d interop/node/node_modules/ws ]]; then
   missing "node suite" "interop/node/node_modules/ws missing (npm ci --prefix interop/node)"
 else
   run_suite node node interop/node/suite.js --bin "$BIN" "${FILTER_ARGS[@]}"
+fi
+
+# --- the rules, with python websockets as client (and wschaos validate)
+if [[ ! -x "$PYTHON" ]]; then
+  missing "python-rules suite" "$PYTHON not found"
+elif ! "$PYTHON" -c 'import websockets' 2>/dev/null; then
+  missing "python-rules suite" "$PYTHON cannot import websockets (apt-get install python3-websockets)"
+else
+  run_suite python-rules "$PYTHON" -u interop/py/rules_suite.py --bin "$BIN" "${FILTER_ARGS[@]}"
+fi
+
+# --- the rules, with node ws as client
+if ! command -v node >/dev/null 2>&1; then
+  missing "node-rules suite" "node not found"
+elif [[ ! -d interop/node/node_modules/ws ]]; then
+  missing "node-rules suite" "interop/node/node_modules/ws missing (npm ci --prefix interop/node)"
+else
+  run_suite node-rules node interop/node/rules_suite.js --bin "$BIN" "${FILTER_ARGS[@]}"
+fi
+
+# --- the rules, with headless Chromium as client (screenshots in artifacts/chromium/)
+if [[ ! -x "$CHROMIUM" ]]; then
+  missing "chromium suite" "$CHROMIUM not found (apt-get install chromium)"
+elif ! command -v node >/dev/null 2>&1; then
+  missing "chromium suite" "node not found"
+elif [[ ! -d interop/node/node_modules/playwright-core ]]; then
+  missing "chromium suite" "interop/node/node_modules/playwright-core missing (npm ci --prefix interop/node)"
+else
+  export INTEROP_CHROMIUM="$CHROMIUM"
+  run_suite chromium node interop/node/chromium_suite.js --bin "$BIN" "${FILTER_ARGS[@]}"
+fi
+
+# --- the admin page in headless Chromium (screenshots in artifacts/admin/)
+if [[ ! -x "$CHROMIUM" ]]; then
+  missing "admin-page suite" "$CHROMIUM not found (apt-get install chromium)"
+elif ! command -v node >/dev/null 2>&1; then
+  missing "admin-page suite" "node not found"
+elif [[ ! -d interop/node/node_modules/playwright-core ]]; then
+  missing "admin-page suite" "interop/node/node_modules/playwright-core missing (npm ci --prefix interop/node)"
+else
+  export INTEROP_CHROMIUM="$CHROMIUM"
+  run_suite admin-page node interop/node/admin_page.js --bin "$BIN" "${FILTER_ARGS[@]}"
 fi
 
 if [[ $TOTAL_FAILED -ne 0 ]]; then

@@ -81,11 +81,11 @@ let proxyCount = 0;
 
 // The wschaos binary under test.
 class Proxy {
-  constructor(bin, upstream, name) {
+  constructor(bin, upstream, name, extra = []) {
     proxyCount += 1;
     this.name = name || `proxy-${proxyCount}`;
     this.logPath = path.join(LOG_DIR, `${this.name}.log`);
-    this.argv = [bin, 'run', '--listen', '127.0.0.1:0', '--upstream', upstream, '--log-format', 'json'];
+    this.argv = [bin, 'run', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--upstream', upstream, '--log-format', 'json', ...extra];
     const out = fs.openSync(this.logPath, 'w');
     this.p = spawn(bin, this.argv.slice(1), { stdio: ['ignore', out, 'pipe'] });
     children.add(this.p);
@@ -125,6 +125,22 @@ class Proxy {
     if (this.p.exitCode === null && this.p.signalCode === null) this.p.kill('SIGTERM');
   }
 
+  signal(sig) {
+    if (this.p.exitCode === null && this.p.signalCode === null) this.p.kill(sig);
+  }
+
+  // The proxy's JSON log lines so far, parsed (other lines skipped).
+  logLines() {
+    const out = [];
+    for (const line of fs.readFileSync(this.logPath, 'utf8').split('\n')) {
+      try {
+        const ev = JSON.parse(line);
+        if (ev && typeof ev === 'object') out.push(ev);
+      } catch (e) { /* not JSON */ }
+    }
+    return out;
+  }
+
   async waitExit(timeoutMs) {
     return Promise.race([this.exit, sleep(timeoutMs).then(() => null)]);
   }
@@ -139,8 +155,8 @@ class Proxy {
   }
 }
 
-async function startProxy(bin, upstream, name) {
-  return new Proxy(bin, upstream, name).start();
+async function startProxy(bin, upstream, name, extra = []) {
+  return new Proxy(bin, upstream, name, extra).start();
 }
 
 class HttpStatusError extends Error {

@@ -119,7 +119,7 @@ class Proxy:
         self.name = name or "proxy-%d" % Proxy._n
         self.log_path = os.path.join(LOG_DIR, self.name + ".log")
         self._log = open(self.log_path, "w")
-        self.argv = [binary, "run", "--listen", "127.0.0.1:0", "--upstream", upstream,
+        self.argv = [binary, "run", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", upstream,
                      "--log-format", "json", *extra]
         self.p = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                   stderr=subprocess.PIPE)
@@ -155,6 +155,23 @@ class Proxy:
     def http_url(self, path):
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
+    def log_lines(self):
+        """The proxy's JSON log lines so far, parsed (other lines skipped)."""
+        out = []
+        with open(self.log_path, "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict):
+                    out.append(ev)
+        return out
+
+    def send_signal(self, sig):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+
     def terminate(self):
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
@@ -175,8 +192,8 @@ class Proxy:
                 self.p.wait(timeout=5)
 
 
-async def start_proxy(binary, upstream, name=None):
-    proxy = Proxy(binary, upstream, name)
+async def start_proxy(binary, upstream, name=None, extra=()):
+    proxy = Proxy(binary, upstream, name, extra)
     return await asyncio.to_thread(proxy.wait_ready)
 
 
