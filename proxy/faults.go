@@ -240,8 +240,18 @@ func (s *session) killFault(to rules.Target, rst bool, why string) {
 	for _, p := range hit {
 		p.killed.Store(true)
 		if rst {
+			// A parked copier of p leaves the poller before p's socket
+			// is closed, and then runs to its end.
+			c := s.copiers[0]
+			if p == s.upstream {
+				c = s.copiers[1]
+			}
+			start := s.unpark(c)
 			p.gone.Store(true)
 			p.reset()
+			if start {
+				go c.run()
+			}
 		} else {
 			p.closeWrite()
 		}

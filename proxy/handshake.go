@@ -169,7 +169,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	}
 	client.unlock()
 
-	s.open(p.base)
+	s.open()
 }
 
 // checkUpgrade reports whether req is a WebSocket opening handshake that

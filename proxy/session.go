@@ -97,6 +97,9 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client,
 	}
 	s.rsv, s.strict = allowedRSV(hs)
 	s.rules.Store(&[]*sessionRule{})
+	s.live.Store(int32(len(s.copiers)))
+	// A forced shutdown ends the session, from its start on.
+	s.stopCtx = context.AfterFunc(p.base, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
 	return s
 }
 
@@ -143,15 +146,14 @@ func (s *session) peers(src *peer) (other *peer) {
 	return s.client
 }
 
-// open relays frames until the session ends or ctx is done. It starts
+// open relays frames until the session ends or the proxy stops. It starts
 // the session's two copier goroutines and returns: the one that ends last
 // closes the session (finish), so that an open session costs two small
 // goroutine stacks and not the handshake's deeper one.
-func (s *session) open(ctx context.Context) {
+func (s *session) open() {
 	s.logger().Info("session opened", zap.String("subprotocol", s.proto))
 	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
-	s.stopCtx = context.AfterFunc(ctx, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
 	if d := s.p.IdleTimeout; d > 0 {
 		s.mu.Lock()
 		s.idle = time.AfterFunc(d, s.checkIdle(0, time.Now()))
@@ -165,19 +167,37 @@ func (s *session) open(ctx context.Context) {
 
 	// Each copier ends once its source ends or the connections are
 	// closed, which the end of the other one, a close handshake's timer or
-	// ctx brings about. A copier with nothing to read yet is parked with
+	// a forced shutdown brings about. A copier with nothing to read yet is parked with
 	// the poller, without a goroutine, until its source says something.
-	s.live.Store(2)
+	// The session may be ending already (a forced shutdown, a rule): states move by
+	// compare-and-swap, so each copier is started exactly once, here, by
+	// the poller, or by unpark.
 	for _, c := range s.copiers {
-		if pl := s.p.poller; pl != nil && c.src.br.Buffered() == 0 {
-			c.state.Store(copierParked)
-			if pl.park(c) {
+		if pl := s.p.poller; pl != nil && c.src.br.Buffered() == 0 && c.state.CompareAndSwap(0, copierParked) {
+			if pl.park(c) || !c.state.CompareAndSwap(copierParked, copierRunning) {
 				continue
 			}
+			go c.run() // copier "client->upstream" or "upstream->client"
+			continue
 		}
-		c.state.Store(copierRunning)
-		go c.run() // copier "client->upstream" or "upstream->client"
+		if c.state.CompareAndSwap(0, copierRunning) {
+			go c.run()
+		}
 	}
+}
+
+// unpark takes a copier that has not started, or is parked, out of the
+// poller before its socket is closed, and reports whether the caller must
+// start it (after closing the socket).
+func (s *session) unpark(c *copier) bool {
+	if c.state.CompareAndSwap(0, copierRunning) {
+		return true
+	}
+	if c.state.CompareAndSwap(copierParked, copierRunning) {
+		s.p.poller.forget(c)
+		return true
+	}
+	return false
 }
 
 // copierDone is called by each copier as it ends; the last one finishes
@@ -315,8 +335,7 @@ func (s *session) abort() {
 	// and then run to their end.
 	var parked []*copier
 	for _, c := range s.copiers {
-		if c.state.CompareAndSwap(copierParked, copierRunning) {
-			s.p.poller.forget(c)
+		if s.unpark(c) {
 			parked = append(parked, c)
 		}
 	}
