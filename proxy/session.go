@@ -147,9 +147,10 @@ func (s *session) peers(src *peer) (other *peer) {
 }
 
 // open relays frames until the session ends or the proxy stops. It starts
-// the session's two copier goroutines and returns: the one that ends last
-// closes the session (finish), so that an open session costs two small
-// goroutine stacks and not the handshake's deeper one.
+// the session's two copiers, or parks them with the poller, and returns:
+// the copier that ends last closes the session (finish). An idle session
+// thus costs no goroutine, and a busy one two small stacks rather than the
+// handshake's deeper one.
 func (s *session) open() {
 	s.logger().Info("session opened", zap.String("subprotocol", s.proto))
 	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
