@@ -118,19 +118,3 @@ func (d *delayer) run() {
 		}
 	}
 }
-
-// writeWhole writes a frame held in memory to dst.
-func (c *copier) writeWhole(h ws.Header, p []byte) error {
-	dst := c.dst
-	dst.wmu.Lock()
-	defer dst.unlock()
-	bw := dst.writer()
-	err := ws.WriteHeaderBuffer(bw, h, c.whdr[:])
-	if err == nil {
-		_, err = bw.Write(p)
-	}
-	if ferr := dst.flush(); err == nil {
-		err = ferr
-	}
-	return err
-}

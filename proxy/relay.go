@@ -209,14 +209,7 @@ func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 	src.closeInfo.Store(&info)
 
 	dst.wmu.Lock()
-	bw := dst.writer()
-	err := ws.WriteHeaderBuffer(bw, h, c.whdr[:])
-	if err == nil {
-		_, err = bw.Write(p)
-	}
-	if ferr := dst.flush(); err == nil {
-		err = ferr
-	}
+	err := c.writeWholeLocked(h, p)
 	if !dst.gotClose.Swap(true) {
 		dst.pending.Store(nil)
 	}
@@ -234,6 +227,27 @@ func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 		return &writeError{err}
 	}
 	return nil
+}
+
+// writeWhole writes a frame held in memory to dst.
+func (c *copier) writeWhole(h ws.Header, p []byte) error {
+	c.dst.wmu.Lock()
+	defer c.dst.unlock()
+	return c.writeWholeLocked(h, p)
+}
+
+// writeWholeLocked writes and flushes a frame held in memory; dst.wmu must
+// be held.
+func (c *copier) writeWholeLocked(h ws.Header, p []byte) error {
+	bw := c.dst.writer()
+	err := ws.WriteHeaderBuffer(bw, h, c.whdr[:])
+	if err == nil {
+		_, err = bw.Write(p)
+	}
+	if ferr := c.dst.flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // drain reads a frame after the session is closing: the payload is
