@@ -15,7 +15,7 @@ import (
 type sessionRule struct {
 	lr    *liveRule
 	hit   bool      // decided once, from the seed, the rule and the session's ordinal
-	start time.Time // the session's start, or the rule's load if later
+	start time.Time // when the rule began to apply to the session
 	count atomic.Int64
 	fired atomic.Bool
 	timer *time.Timer // After: guarded by session.mu
@@ -47,10 +47,11 @@ func (s *session) attach() {
 			if lr.Trigger == rules.OnConnect && s.opened || !lr.Match.Matches(&s.info) {
 				continue // connect rules do not apply to sessions already open
 			}
-			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: s.start}
-			if lr.since.After(s.start) {
-				sr.start = lr.since
-			}
+			// A rule's time counts from the session's opening (attach
+			// runs right before the client's 101, the upstream already
+			// answered) or, for a session older than the rule, from the
+			// rule's load.
+			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: time.Now()}
 			if sr.hit && lr.Trigger == rules.After {
 				d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
 				sr.timer = time.AfterFunc(d, func() { s.fire(sr) })

@@ -4,8 +4,11 @@ package proxy
 
 import (
 	"errors"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // poller waits, with one goroutine for the whole proxy, for the first
@@ -21,6 +24,44 @@ type poller struct {
 	parked map[int32]*copier // by file descriptor
 	done   chan struct{}
 	once   sync.Once
+
+	// Copiers that parked after running, since memory was last returned
+	// to the system, and when that was; see release.
+	parks    atomic.Int64
+	seen     int64     // parks at the previous look: a burst is over when it stops growing
+	looked   time.Time // the previous look
+	released time.Time
+}
+
+const (
+	// releaseParks is how many copiers must have parked since the last
+	// release for the next one: a burst of sessions falling idle.
+	releaseParks = 1024
+	// releaseEvery is the least time between two releases.
+	releaseEvery = 10 * time.Second
+)
+
+// release returns the memory of copiers that parked (their goroutines'
+// stacks, mostly) to the system once a burst of them has parked and no
+// more have for a while (run looks about every second): the
+// runtime would keep it cached for a long while, and an idle proxy's
+// resident size is what a sidecar is judged by. It costs a forced garbage
+// collection, at most every releaseEvery.
+func (pl *poller) release(now time.Time) {
+	if now.Sub(pl.looked) < time.Second {
+		return
+	}
+	pl.looked = now
+	n := pl.parks.Load()
+	burstOver := n == pl.seen
+	pl.seen = n
+	if n < releaseParks || !burstOver || now.Sub(pl.released) < releaseEvery {
+		return
+	}
+	pl.parks.Store(0)
+	pl.seen = 0
+	pl.released = now
+	debug.FreeOSMemory()
 }
 
 func newPoller() (*poller, error) {
@@ -53,7 +94,8 @@ func (pl *poller) run() {
 	defer close(pl.done)
 	events := make([]syscall.EpollEvent, 256)
 	for {
-		n, err := syscall.EpollWait(pl.epfd, events, -1)
+		n, err := syscall.EpollWait(pl.epfd, events, 1000)
+		pl.release(time.Now())
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
@@ -117,3 +159,6 @@ func (pl *poller) forget(c *copier) {
 	}
 	syscall.EpollCtl(pl.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 }
+
+// parkedAfterRun counts a copier that gave up its goroutine.
+func (pl *poller) parkedAfterRun() { pl.parks.Add(1) }

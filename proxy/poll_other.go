@@ -13,3 +13,4 @@ func (pl *poller) run()              {}
 func (pl *poller) stop()             {}
 func (pl *poller) park(*copier) bool { return false }
 func (pl *poller) forget(c *copier)  {}
+func (pl *poller) parkedAfterRun()   {}

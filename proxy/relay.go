@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
@@ -28,6 +29,31 @@ const (
 	copierRunning
 )
 
+// parkAfter is how long a started copier waits at a frame boundary before
+// it parks with the poller and its goroutine ends, so that a session that
+// falls idle costs no goroutine again.
+const parkAfter = time.Second
+
+// errParked ends a copier's goroutine, not the copier: it is parked.
+var errParked = errors.New("parked")
+
+// park hands the copier to the poller when its source has been quiet for
+// parkAfter; it reports whether the copier's goroutine must now return.
+func (c *copier) park() bool {
+	pl := c.s.p.poller
+	if pl == nil || c.src.fd < 0 || c.src.br.waitIdle(parkAfter) {
+		return false
+	}
+	if !c.state.CompareAndSwap(copierRunning, copierParked) {
+		return false
+	}
+	if pl.park(c) {
+		pl.parkedAfterRun()
+		return true // from here on another goroutine may run c
+	}
+	return !c.state.CompareAndSwap(copierParked, copierRunning)
+}
+
 // wake starts a parked copier's goroutine.
 func (c *copier) wake() {
 	if c.state.CompareAndSwap(copierParked, copierRunning) {
@@ -39,6 +65,9 @@ func (c *copier) wake() {
 // closed. It is the body of a copier goroutine.
 func (c *copier) run() {
 	err := c.loop()
+	if err == errParked {
+		return // the copier lives on, parked
+	}
 	c.src.gone.Store(true)
 	c.ended(err)
 	c.s.copierDone()
@@ -48,6 +77,9 @@ func (c *copier) loop() error {
 	s, src := c.s, c.src
 	debug := s.p.log.Core().Enabled(zap.DebugLevel)
 	for {
+		if c.park() {
+			return errParked
+		}
 		h, err := ws.ReadHeaderBuffer(src.br, c.hdr[:])
 		if err != nil {
 			return err

@@ -170,9 +170,9 @@ func (s *session) open() {
 	// closed, which the end of the other one, a close handshake's timer or
 	// a forced shutdown brings about. A copier with nothing to read yet is parked with
 	// the poller, without a goroutine, until its source says something.
-	// The session may be ending already (a forced shutdown, a rule): states move by
-	// compare-and-swap, so each copier is started exactly once, here, by
-	// the poller, or by unpark.
+	// The session may be ending already (a forced shutdown, a rule):
+	// states move by compare-and-swap, so each copier is started exactly
+	// once, here, by the poller, or by unpark.
 	for _, c := range s.copiers {
 		if pl := s.p.poller; pl != nil && c.src.br.Buffered() == 0 && c.state.CompareAndSwap(0, copierParked) {
 			if pl.park(c) || !c.state.CompareAndSwap(copierParked, copierRunning) {
@@ -187,13 +187,11 @@ func (s *session) open() {
 	}
 }
 
-// unpark takes a copier that has not started, or is parked, out of the
-// poller before its socket is closed, and reports whether the caller must
-// start it (after closing the socket).
+// unpark takes a parked copier out of the poller before its socket is
+// closed, and reports whether the caller must start it (after closing the
+// socket). A copier that open has not started yet is left to open: its
+// first read then fails at once.
 func (s *session) unpark(c *copier) bool {
-	if c.state.CompareAndSwap(0, copierRunning) {
-		return true
-	}
 	if c.state.CompareAndSwap(copierParked, copierRunning) {
 		s.p.poller.forget(c)
 		return true
@@ -212,19 +210,7 @@ func (s *session) copierDone() {
 // finish closes what remains of the session, logs its end and forgets it.
 func (s *session) finish() {
 	s.stopCtx()
-	s.mu.Lock()
-	for _, t := range append([]*time.Timer{s.timer, s.idle}, s.timers...) {
-		if t != nil {
-			t.Stop()
-		}
-	}
-	for _, sr := range *s.rules.Load() {
-		if sr.timer != nil {
-			sr.timer.Stop()
-		}
-	}
-	end := s.end
-	s.mu.Unlock()
+	end := s.stopTimers()
 	s.abort()
 	for _, p := range []*peer{s.client, s.upstream} {
 		p.wmu.Lock()
@@ -253,6 +239,24 @@ func (s *session) finish() {
 		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
 		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
 	s.p.removeSession(s)
+}
+
+// stopTimers stops every timer of the session and its rules, and returns
+// how the session ended.
+func (s *session) stopTimers() endInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range append([]*time.Timer{s.timer, s.idle}, s.timers...) {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	for _, sr := range *s.rules.Load() {
+		if sr.timer != nil {
+			sr.timer.Stop()
+		}
+	}
+	return s.end
 }
 
 // logger returns the proxy's logger with the session's fields. It is made
