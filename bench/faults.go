@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Fault precision: how close to its schedule wschaos ends sessions. Both
+// rules run on one wschaos whose upstream is the echo upstream's "faults"
+// port: first an after = "1s" rule on /fault/after, then an every rule on
+// /fault/every, added by a reload (SIGHUP) once all its sessions are open,
+// so that its first tick falls one period after the reload.
+
+const (
+	afterCode = 4000
+	everyCode = 4001
+)
+
+const faultRuleAfter = `
+[proxy]
+seed = 1
+
+[[rule]]
+name = "bench-after"
+match = { path = "/fault/after" }
+after = "1s"
+action = "close"
+code = 4000
+reason = "after 1s"
+`
+
+const faultRuleEvery = `
+[[rule]]
+name = "bench-every"
+match = { path = "/fault/every" }
+every = "%s"
+action = "close"
+code = 4001
+reason = "tick"
+`
+
+func runFaults(ctx context.Context, e *env, rep *report) {
+	if e.wschaosErr != nil {
+		rep.markAll("faults", "wschaos", statusError, e.wschaosErr.Error())
+		return
+	}
+	logf("wschaos: fault precision")
+	w, err := e.startWschaos(ctx, "faults", faultRuleAfter)
+	if err != nil {
+		rep.markAll("faults", "wschaos", statusError, "start: "+err.Error())
+		return
+	}
+	defer w.stop()
+	if e.o.faultAfter > 0 {
+		afterPrecision(ctx, e, w, rep)
+	}
+	if e.o.faultEvery > 0 && ctx.Err() == nil {
+		everySpread(ctx, e, w, rep)
+	}
+}
+
+// afterPrecision opens sessions under an after = "1s" close rule and
+// measures, at each client, the close frame's arrival against its 101
+// plus one second. The proxy starts a session's clock before it dials the
+// upstream, a little before the client sees its 101, so a close can come
+// slightly early.
+func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
+	n := e.o.faultAfter
+	url := w.url + "/fault/after"
+	var f failures
+	var wrong atomic.Int64
+	errs := make([]time.Duration, n)
+	got := make([]bool, n)
+	var next atomic.Int64
+	var wg, readers sync.WaitGroup
+	for range min(e.o.dialers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) || ctx.Err() != nil {
+					return
+				}
+				c, err := e.dialer.dial(ctx, url, 10*time.Second)
+				if err != nil {
+					f.add(err)
+					continue
+				}
+				at := time.Now().Add(time.Second)
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					c.c.SetDeadline(at.Add(15 * time.Second))
+					_, err := c.readMessage(nil)
+					t := time.Now()
+					var ce *closeError
+					if !errors.As(err, &ce) {
+						f.add(fmt.Errorf("no close frame: %v", err))
+						c.c.Close()
+						return
+					}
+					if ce.code != afterCode {
+						wrong.Add(1)
+					}
+					errs[i], got[i] = t.Sub(at), true
+					c.answerClose(5 * time.Second)
+				}()
+			}
+		}()
+	}
+	wg.Wait()
+	readers.Wait()
+	var samples []time.Duration
+	for i, ok := range got {
+		if ok {
+			samples = append(samples, errs[i])
+		}
+	}
+	if len(samples) == 0 {
+		rep.markAll("faults", "wschaos", statusError, "after 1s: no close observed: "+f.note(int64(n)))
+		return
+	}
+	slices.Sort(samples)
+	note := fmt.Sprintf("min %.2f ms, max %.2f ms", ms(samples[0]), ms(samples[len(samples)-1]))
+	if k := wrong.Load(); k > 0 {
+		note += fmt.Sprintf("; %d closes with another code", k)
+	}
+	if fn := f.note(int64(n)); fn != "" {
+		note += "; " + fn
+	}
+	rep.add("faults", "after 1s: close error p50", "wschaos", ms(percentile(samples, 0.50)), note)
+	rep.add("faults", "after 1s: close error p99", "wschaos", ms(percentile(samples, 0.99)), "")
+	rep.add("faults", "after 1s: sessions closed", "wschaos", float64(len(samples)), fmt.Sprintf("of %d", n))
+}
+
+// everySpread holds sessions open, adds an every rule by a reload, and
+// measures when each client sees the tick's close frame.
+func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
+	n := e.o.faultEvery
+	var f failures
+	conns := openMany(ctx, e, w.url+"/fault/every", n, e.o.dialers, time.Duration(n)*10*time.Millisecond+30*time.Second, &f)
+	if len(conns) == 0 {
+		rep.markAll("faults", "wschaos", statusError, "every: no session opened: "+f.note(int64(n)))
+		return
+	}
+	period := e.o.everyPeriod
+	wait := period + 30*time.Second
+	times := make([]time.Time, len(conns))
+	var wrong atomic.Int64
+	var readers sync.WaitGroup
+	for i, c := range conns {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			c.c.SetDeadline(time.Now().Add(wait))
+			_, err := c.readMessage(nil)
+			t := time.Now()
+			var ce *closeError
+			if !errors.As(err, &ce) {
+				f.add(fmt.Errorf("no close frame: %v", err))
+				c.c.Close()
+				return
+			}
+			if ce.code != everyCode {
+				wrong.Add(1)
+			}
+			times[i] = t
+			c.answerClose(5 * time.Second)
+		}()
+	}
+	drain(w.reloaded)
+	cfg := faultRuleAfter + fmt.Sprintf(faultRuleEvery, period)
+	if err := os.WriteFile(w.cfg, []byte(cfg), 0o644); err != nil {
+		rep.markAll("faults", "wschaos", statusError, err.Error())
+		closeMany(conns, e.o.dialers)
+		return
+	}
+	hup := time.Now()
+	syscall.Kill(w.c.pid(), syscall.SIGHUP)
+	select {
+	case <-w.reloaded:
+	case <-time.After(5 * time.Second):
+		logf("wschaos: no \"rules reloaded\" line within 5s of SIGHUP")
+	}
+	readers.Wait()
+
+	var seen []time.Time
+	for _, t := range times {
+		if !t.IsZero() {
+			seen = append(seen, t)
+		}
+	}
+	if len(seen) == 0 {
+		rep.markAll("faults", "wschaos", statusError, "every: no close observed: "+f.note(int64(n)))
+		return
+	}
+	slices.SortFunc(seen, func(a, b time.Time) int { return a.Compare(b) })
+	first := seen[0]
+	after := make([]time.Duration, len(seen))
+	for i, t := range seen {
+		after[i] = t.Sub(first)
+	}
+	note := fmt.Sprintf("%d sessions open at the reload; every = %q", len(conns), period.String())
+	if k := wrong.Load(); k > 0 {
+		note += fmt.Sprintf("; %d closes with another code", k)
+	}
+	if fn := f.note(int64(n)); fn != "" {
+		note += "; " + fn
+	}
+	rep.add("faults", "every: first→last close spread", "wschaos", ms(after[len(after)-1]), note)
+	rep.add("faults", "every: p50 after first close", "wschaos", ms(percentile(after, 0.50)), "")
+	rep.add("faults", "every: p99 after first close", "wschaos", ms(percentile(after, 0.99)), "")
+	rep.add("faults", "every: first close − (SIGHUP + period)", "wschaos", ms(first.Sub(hup.Add(period))),
+		"the tick's time as the earliest close seen; includes the reload")
+	rep.add("faults", "every: sessions closed", "wschaos", float64(len(seen)), fmt.Sprintf("of %d", n))
+}
+
+func drain(ch chan time.Time) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

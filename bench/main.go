@@ -1,0 +1,260 @@
+// Command bench measures wschaos against a direct connection, nginx and
+// toxiproxy on loopback: round-trip latency, throughput, memory per idle
+// session, connect rate, and how precisely wschaos's timed faults fire.
+//
+//	go run ./bench                      # full size, a few minutes on 2 cores
+//	go run ./bench -quick               # reduced sizes, under ~90 s
+//	go run ./bench -json /tmp/bench.json
+//
+// Every process it starts (the echo upstream, wschaos, nginx, toxiproxy) is
+// stopped before it exits, also on SIGINT or SIGTERM. See bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness's flags.
+type options struct {
+	quick    bool
+	jsonPath string
+	targets  string
+	loads    string
+	timeout  time.Duration
+
+	srcIPs  int
+	dialers int
+	warmup  time.Duration
+	settle  time.Duration
+
+	latConns    int
+	latSize     int
+	latDuration time.Duration
+	latMax      int
+
+	tputConns    int
+	tputSize     int
+	tputWindow   int
+	tputDuration time.Duration
+
+	idleSessions int
+
+	connCount    int
+	connDialers  int
+	connDuration time.Duration
+
+	faultAfter  int
+	faultEvery  int
+	everyPeriod time.Duration
+
+	wschaosLogLevel  string
+	nginxBin         string
+	nginxWorkers     string
+	toxiproxyVersion string
+	buildTimeout     time.Duration
+
+	// Hidden: the echo upstream runs in a child process of its own.
+	echoChild bool
+	echoPorts int
+}
+
+// quickSizes are the sizes -quick uses for every size flag not given
+// explicitly on the command line.
+var quickSizes = map[string]string{
+	"timeout":       "5m",
+	"warmup":        "300ms",
+	"settle":        "1s",
+	"dial-workers":  "50",
+	"lat-conns":     "8",
+	"lat-duration":  "1500ms",
+	"lat-max":       "200000",
+	"tput-conns":    "8",
+	"tput-duration": "1500ms",
+	"idle-sessions": "200",
+	"conn-count":    "1000",
+	"conn-dialers":  "50",
+	"conn-duration": "3s",
+	"fault-after":   "200",
+	"fault-every":   "200",
+	"every-period":  "1s",
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&o.quick, "quick", false, "reduced sizes (CI): proves the harness end to end in under ~90 s; figures are not meaningful")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	fs.StringVar(&o.targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run")
+	fs.StringVar(&o.loads, "workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "bound on the whole run")
+
+	fs.IntVar(&o.srcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
+	fs.IntVar(&o.dialers, "dial-workers", 200, "concurrent dialers opening idle and fault sessions")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "latency and throughput: time run but not measured")
+	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle memory: wait before each RSS reading")
+
+	fs.IntVar(&o.latConns, "lat-conns", 64, "latency: connections")
+	fs.IntVar(&o.latSize, "lat-size", 1024, "latency: text message size in bytes")
+	fs.DurationVar(&o.latDuration, "lat-duration", 8*time.Second, "latency: measured time")
+	fs.IntVar(&o.latMax, "lat-max", 2000000, "latency: at most this many round trips in all")
+
+	fs.IntVar(&o.tputConns, "tput-conns", 8, "throughput: connections")
+	fs.IntVar(&o.tputSize, "tput-size", 64<<10, "throughput: binary message size in bytes")
+	fs.IntVar(&o.tputWindow, "tput-window", 4, "throughput: messages in flight per connection")
+	fs.DurationVar(&o.tputDuration, "tput-duration", 8*time.Second, "throughput: measured time")
+
+	fs.IntVar(&o.idleSessions, "idle-sessions", 8000, "idle memory: sessions held open")
+
+	fs.IntVar(&o.connCount, "conn-count", 20000, "connect rate: sessions to open (at most)")
+	fs.IntVar(&o.connDialers, "conn-dialers", 200, "connect rate: concurrent dialers")
+	fs.DurationVar(&o.connDuration, "conn-duration", 20*time.Second, "connect rate: at most this long")
+
+	fs.IntVar(&o.faultAfter, "fault-after", 1000, "fault precision: sessions closed by an after = \"1s\" rule")
+	fs.IntVar(&o.faultEvery, "fault-every", 8000, "fault precision: sessions closed at once by an every rule's tick")
+	fs.DurationVar(&o.everyPeriod, "every-period", 2*time.Second, "fault precision: the every rule's period")
+
+	fs.StringVar(&o.wschaosLogLevel, "wschaos-log", "info", "wschaos --log-level (its default is info: two lines per session)")
+	fs.StringVar(&o.nginxBin, "nginx", "", "nginx binary (default: nginx on PATH, or /usr/sbin/nginx)")
+	fs.StringVar(&o.nginxWorkers, "nginx-workers", "auto", "nginx worker_processes (auto: one per CPU)")
+	fs.StringVar(&o.toxiproxyVersion, "toxiproxy", "v2.5.0", "version of github.com/Shopify/toxiproxy/v2 to build; empty skips it")
+	fs.DurationVar(&o.buildTimeout, "build-timeout", 5*time.Minute, "bound on building wschaos and toxiproxy")
+
+	fs.BoolVar(&o.echoChild, "echo-child", false, "internal: run as the echo upstream process")
+	fs.IntVar(&o.echoPorts, "echo-ports", 1, "internal: listening ports of the echo upstream")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range quickSizes {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return nil, fmt.Errorf("quick size %s=%s: %w", name, v, err)
+				}
+			}
+		}
+	}
+	switch {
+	case o.srcIPs < 1 || o.srcIPs > 250:
+		return nil, errors.New("-src-ips must be 1 to 250")
+	case o.latConns < 1, o.tputConns < 1, o.dialers < 1, o.connDialers < 1, o.tputWindow < 1:
+		return nil, errors.New("connection and dialer counts must be at least 1")
+	case o.latSize < 1, o.tputSize < 1:
+		return nil, errors.New("message sizes must be at least 1 byte")
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if o.echoChild {
+		runEchoChild(o.echoPorts)
+		return
+	}
+	os.Exit(runHarness(o))
+}
+
+// runHarness runs every selected target and workload and prints the
+// report. It returns the exit code: 1 if a figure of a present component
+// could not be measured.
+func runHarness(o *options) int {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		logf("%v: stopping", s)
+		cancel()
+		<-sig
+		logf("second signal: killing every process started")
+		stopAll()
+		os.Exit(130)
+	}()
+	defer stopAll()
+
+	nofile := raiseNofile()
+	env, err := newEnv(ctx, o, nofile)
+	if env != nil {
+		defer env.close()
+	}
+	if err != nil {
+		logf("setup failed: %v", err)
+		return 1
+	}
+
+	rep := &report{Machine: machineInfo(), Options: o.summary(nofile)}
+	for _, t := range env.selectedTargets() {
+		if ctx.Err() != nil {
+			break
+		}
+		runTarget(ctx, env, t, rep)
+	}
+	if env.wants("faults") && ctx.Err() == nil {
+		runFaults(ctx, env, rep)
+	}
+	rep.Machine.Components = env.components()
+	rep.Elapsed = time.Since(start).Round(time.Second).String()
+	if ctx.Err() != nil {
+		rep.Interrupted = true
+	}
+	rep.computeRatios()
+
+	rep.writeMarkdown(os.Stdout, env.command())
+	if o.jsonPath != "" {
+		if err := rep.writeJSON(o.jsonPath); err != nil {
+			logf("write %s: %v", o.jsonPath, err)
+			return 1
+		}
+	}
+	if rep.Interrupted || rep.failed() {
+		return 1
+	}
+	return 0
+}
+
+// logf reports progress on stderr, so that stdout holds only the report.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// moduleRoot finds the wschaos module's directory from the working
+// directory up.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/wschaos/wschaos\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the harness from inside the wschaos module (go run ./bench)")
+		}
+		dir = parent
+	}
+}
