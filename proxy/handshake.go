@@ -251,9 +251,6 @@ func (e *upstreamStatusError) writeTo(w io.Writer) {
 // query, the offered subprotocols and extensions, the end-to-end headers
 // and X-Forwarded-*.
 func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, error) {
-	ctx, cancel := context.WithTimeout(p.base, p.handshakeTimeout())
-	defer cancel()
-
 	target := joinURL(p.Upstream, req.URL)
 	var exts []httphead.Option
 	for _, v := range req.Header.Values("Sec-WebSocket-Extensions") {
@@ -283,7 +280,12 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 			statusErr = readStatusError(status, r)
 		},
 	}
-	conn, br, hs, err := d.Dial(ctx, target.String())
+	// A context that is never done, with Timeout bounding the connect and
+	// the handshake through connection deadlines: gobwas/ws then starts no
+	// goroutine per dial to watch the context. Shutdown does not wait for
+	// a dial: it closes the client, and the dial ends within Timeout.
+	d.Timeout = p.handshakeTimeout()
+	conn, br, hs, err := d.Dial(context.Background(), target.String())
 	if err != nil {
 		if statusErr != nil {
 			return nil, statusErr

@@ -11,12 +11,12 @@ import (
 	"time"
 )
 
-// poller waits, with one goroutine for the whole proxy, for the first
-// bytes of sessions nobody has spoken on yet, so that an idle session has
-// no goroutine and no stack: its copiers are parked here, and started when
-// their source becomes readable (or ends). The connections stay registered
-// with the runtime's own poller too; this epoll set is separate and
-// one-shot.
+// poller waits, with one goroutine for the whole proxy, on the sources of
+// copiers that have been quiet for parkAfter, so that an idle session has
+// no goroutine and no stack: its copiers are parked here, and started
+// again when their source becomes readable (or ends). The connections stay
+// registered with the runtime's own poller too; this epoll set is separate
+// and one-shot.
 type poller struct {
 	epfd   int
 	wake   [2]int // a pipe: a byte written to wake[1] stops run

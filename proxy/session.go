@@ -147,10 +147,9 @@ func (s *session) peers(src *peer) (other *peer) {
 }
 
 // open relays frames until the session ends or the proxy stops. It starts
-// the session's two copiers, or parks them with the poller, and returns:
-// the copier that ends last closes the session (finish). An idle session
-// thus costs no goroutine, and a busy one two small stacks rather than the
-// handshake's deeper one.
+// the session's two copiers and returns: the copier that ends last closes
+// the session (finish). A busy session costs two small goroutine stacks
+// rather than the handshake's deeper one, and an idle one none.
 func (s *session) open() {
 	s.logger().Info("session opened", zap.String("subprotocol", s.proto))
 	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
@@ -168,21 +167,13 @@ func (s *session) open() {
 
 	// Each copier ends once its source ends or the connections are
 	// closed, which the end of the other one, a close handshake's timer or
-	// a forced shutdown brings about. A copier with nothing to read yet is parked with
-	// the poller, without a goroutine, until its source says something.
-	// The session may be ending already (a forced shutdown, a rule):
-	// states move by compare-and-swap, so each copier is started exactly
-	// once, here, by the poller, or by unpark.
+	// a forced shutdown brings about; it parks with the poller, ending its
+	// goroutine, whenever its source has been quiet for parkAfter. The
+	// session may be ending already: states move by compare-and-swap, so
+	// each copier is started exactly once, here or by the poller.
 	for _, c := range s.copiers {
-		if pl := s.p.poller; pl != nil && c.src.br.Buffered() == 0 && c.state.CompareAndSwap(0, copierParked) {
-			if pl.park(c) || !c.state.CompareAndSwap(copierParked, copierRunning) {
-				continue
-			}
-			go c.run() // copier "client->upstream" or "upstream->client"
-			continue
-		}
 		if c.state.CompareAndSwap(0, copierRunning) {
-			go c.run()
+			go c.run() // copier "client->upstream" or "upstream->client"
 		}
 	}
 }
