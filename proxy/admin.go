@@ -172,7 +172,7 @@ func (p *Proxy) InjectMatching(match *rules.Match, m Manual) int {
 
 // manual performs m on the session unless it is already ending.
 func (s *session) manual(m Manual) bool {
-	if s.closing.Load() || s.finished.Load() {
+	if ends(m.Action) && !s.claimEnd() || s.closing.Load() && !ends(m.Action) || s.finished.Load() {
 		return false
 	}
 	a := &rules.Action{Kind: m.Action, Code: m.Code, Reason: m.Reason, To: rules.ToClient}

@@ -41,7 +41,13 @@ func (s *session) startDelay(dir rules.Direction, a *rules.Action, rnd *rand.Ran
 		if dir&sideDir(c.src.side) == 0 {
 			continue
 		}
-		d := &delayer{c: c, latency: a.Latency, jitter: a.Jitter, rnd: rnd, wake: make(chan struct{}, 1)}
+		// Each direction draws its jitter from its own source, seeded
+		// from the rule's, so the two delayers share nothing.
+		var own *rand.Rand
+		if rnd != nil {
+			own = rand.New(rand.NewPCG(rnd.Uint64(), rnd.Uint64()))
+		}
+		d := &delayer{c: c, latency: a.Latency, jitter: a.Jitter, rnd: own, wake: make(chan struct{}, 1)}
 		if c.delay.CompareAndSwap(nil, d) {
 			go d.run() // goroutine "delay <side>": ends with the session
 		}
@@ -50,8 +56,12 @@ func (s *session) startDelay(dir rules.Direction, a *rules.Action, rnd *rand.Ran
 
 // hold reads the frame whose header is h and queues it.
 func (d *delayer) hold(h ws.Header) (closing *closeInfo, err error) {
-	p := make([]byte, h.Length)
-	if _, err := io.ReadFull(d.c.src.br, p); err != nil {
+	// The buffer grows as the payload arrives: a length is only a claim.
+	p, err := io.ReadAll(io.LimitReader(d.c.src.br, h.Length))
+	if err == nil && int64(len(p)) < h.Length {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return nil, err
 	}
 	f := heldFrame{h: h, p: p}
@@ -106,6 +116,9 @@ func (d *delayer) run() {
 		d.mu.Lock()
 		d.q = d.q[1:]
 		d.mu.Unlock()
+		if s.closing.Load() {
+			return // nothing follows the proxy's own close frame
+		}
 		var err error
 		if f.close != nil {
 			err = d.c.deliverClose(f.h, f.p, *f.close)
@@ -115,6 +128,10 @@ func (d *delayer) run() {
 		if err != nil {
 			s.arm(closeGrace)
 			return
+		}
+		// Counting rules count a delayed message when it is delivered.
+		if f.close == nil && !f.h.OpCode.IsControl() && s.counting.Load()&uint32(sideDir(d.c.src.side)) != 0 {
+			s.counted(d.c.src.side, f.h)
 		}
 	}
 }

@@ -44,6 +44,9 @@ func (s *session) attach() {
 			}
 		}
 		if sr == nil {
+			if lr.Action.Kind == rules.Reject || lr.Action.Kind == rules.TLSFail {
+				continue // decided before the session existed
+			}
 			if lr.Trigger == rules.OnConnect && s.opened || !lr.Match.Matches(&s.info) {
 				continue // connect rules do not apply to sessions already open
 			}
@@ -153,10 +156,16 @@ func (s *session) fire(sr *sessionRule) bool {
 	if sr.fired.Swap(true) {
 		return false
 	}
+	a := &lr.Action
+	if ends(a.Kind) && !s.claimEnd() {
+		return false // another rule is ending the session
+	}
 	if !lr.take() {
+		if ends(a.Kind) {
+			s.closing.Store(false)
+		}
 		return false
 	}
-	a := &lr.Action
 	fields := []zap.Field{
 		zap.String("rule", lr.Name),
 		zap.Stringer("trigger", lr.Trigger),
@@ -280,4 +289,16 @@ func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
 // isHung reports whether frames from src are not to be relayed.
 func (s *session) isHung(src side) bool {
 	return s.hung.Load()&uint32(sideDir(src)) != 0
+}
+
+// ends reports whether an action ends the session.
+func ends(k rules.ActionKind) bool {
+	return k == rules.Close || k == rules.Reset || k == rules.Drop
+}
+
+// claimEnd makes the caller the one that ends the session; it reports
+// false if the session is ending already. The action's own close or kill
+// then finds the session closing, as it left it.
+func (s *session) claimEnd() bool {
+	return !s.finished.Load() && s.closing.CompareAndSwap(false, true)
 }

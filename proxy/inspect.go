@@ -38,10 +38,20 @@ func (c *copier) hold(h ws.Header) error {
 	in.holding = true
 	if int64(len(in.text))+h.Length > c.s.p.maxInspect() {
 		in.holding = false
+		held := int64(len(in.text))
 		if err := c.release(); err != nil {
 			return err
 		}
-		return c.relayFrame(h)
+		if err := c.relayFrame(h); err != nil {
+			return err
+		}
+		if c.s.counting.Load()&uint32(sideDir(c.src.side)) != 0 {
+			if held > 0 {
+				c.s.counted(c.src.side, ws.Header{OpCode: ws.OpContinuation, Length: held})
+			}
+			c.s.counted(c.src.side, h)
+		}
+		return nil
 	}
 	ws.WriteHeaderBuffer(&in.raw, h, c.hdr[:])
 	start := len(in.text)

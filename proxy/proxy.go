@@ -179,6 +179,9 @@ func (p *Proxy) init(ln net.Listener) error {
 	if p.started {
 		return errors.New("proxy: Serve called twice")
 	}
+	if p.closing {
+		return ErrServerClosed
+	}
 	if p.Upstream == nil {
 		return errors.New("proxy: Upstream is not set")
 	}
@@ -283,6 +286,7 @@ func (p *Proxy) checkIdleLocked() {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.started {
+		p.closing = true // a later Serve returns at once
 		p.mu.Unlock()
 		return nil
 	}

@@ -122,14 +122,18 @@ func (c *copier) loop() error {
 			src.messages.Add(1)
 		}
 		if d := c.delay.Load(); d != nil {
+			// A message the inspector was holding when the delay began
+			// goes first, as it is; a delayed direction is not inspected.
+			if err := c.release(); err != nil {
+				return err
+			}
+			c.in.holding = false
 			closing, err := d.hold(h)
 			if err != nil {
 				return err
 			}
 			if closing != nil {
 				src.sentClose.Store(true)
-			} else if !h.OpCode.IsControl() && s.counting.Load()&uint32(sideDir(src.side)) != 0 {
-				s.counted(src.side, h)
 			}
 			continue
 		}
@@ -239,6 +243,9 @@ func (c *copier) relayClose(h ws.Header) error {
 func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 	src, dst := c.src, c.dst
 	src.closeInfo.Store(&info)
+	// Who closed first is recorded before the frame goes on, so that a
+	// quick answer cannot be taken for it.
+	c.s.setEnd(src.side.String(), "close frame", info.code, info.reason)
 
 	dst.wmu.Lock()
 	err := c.writeWholeLocked(h, p)
@@ -248,7 +255,6 @@ func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 	dst.wmu.Unlock()
 
 	src.sentClose.Store(true)
-	c.s.setEnd(src.side.String(), "close frame", info.code, info.reason)
 	c.s.logger().Debug("close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
 	if dst.sentClose.Load() {
 		c.s.maybeFinish()
