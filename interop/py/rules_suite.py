@@ -876,6 +876,11 @@ def reload_tests(env):
             await s2.wait_end(2)
             check("close of a session after the reload (unchanged 'once' keeps its used limit)",
                   (s2.code, s2.reason), (4001, "fresh"))
+            # The proxy's log is read by another thread: give its last line
+            # a moment to arrive.
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and len(faults(p)) < 2:
+                await asyncio.sleep(0.05)
             check("fault fired lines (rule)", [f.get("rule") for f in faults(p)], ["once", "fresh"])
         finally:
             await old.close()
