@@ -295,9 +295,9 @@ func TestClientAPIErrors(t *testing.T) {
 		{"unknown code name", func(ctx context.Context) error { return open.Close(ctx, 3, "restart", "") },
 			400, `code: "restart" is not a close code name; ...`},
 		{"reason too long", func(ctx context.Context) error { return open.Close(ctx, 3, "1000", strings.Repeat("x", 124)) },
-			400, "reason: is 124 bytes; a close reason is at most 123 bytes of UTF-8"},
+			400, "reason: is 124 bytes; a close reason is at most 123 bytes of UTF-8 (a close frame carries 125 bytes, 2 of them the code)"},
 		{"reason with none", func(ctx context.Context) error { return open.Close(ctx, 3, "none", "why") },
-			400, `reason: cannot go with code = "none": an empty close frame has no room for a reason`},
+			400, `reason: cannot go with code = "none": an empty close frame has no room for a reason; remove it or pick a code`},
 		{"bad match", func(ctx context.Context) error {
 			_, err := open.CloseMatching(ctx, "1000", "", &rules.MatchSpec{Client: "not-an-address"})
 			return err

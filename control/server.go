@@ -34,7 +34,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -256,8 +255,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// manualClose checks a close request's code and reason exactly as the
-// configuration's rules are checked.
+// manualClose checks a close request's code and reason with the same
+// functions, and so the same messages, as the configuration's rules.
 func manualClose(req *closeRequest) (proxy.Manual, error) {
 	if req.Code == nil {
 		return proxy.Manual{}, errors.New(`code: is required; write a code such as 1012, a name such as "service_restart", or "none" for an empty close frame`)
@@ -266,13 +265,8 @@ func manualClose(req *closeRequest) (proxy.Manual, error) {
 	if err != nil {
 		return proxy.Manual{}, fmt.Errorf("code: %w", err)
 	}
-	switch {
-	case !utf8.ValidString(req.Reason):
-		return proxy.Manual{}, errors.New("reason: is not valid UTF-8; a close reason must be text")
-	case len(req.Reason) > rules.MaxReason:
-		return proxy.Manual{}, fmt.Errorf("reason: is %d bytes; a close reason is at most %d bytes of UTF-8", len(req.Reason), rules.MaxReason)
-	case code == rules.CodeNone && req.Reason != "":
-		return proxy.Manual{}, errors.New(`reason: cannot go with code = "none": an empty close frame has no room for a reason`)
+	if err := rules.CheckReason(req.Reason, code == rules.CodeNone); err != nil {
+		return proxy.Manual{}, fmt.Errorf("reason: %w", err)
 	}
 	return proxy.Manual{Action: rules.Close, Code: code, Reason: req.Reason}, nil
 }

@@ -1,9 +1,11 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // CodeInfo describes one close code or range of the table in RFC 6455
@@ -131,4 +133,19 @@ func CodeName(code int) string {
 		}
 	}
 	return strconv.Itoa(code)
+}
+
+// CheckReason checks a close reason as rules and the admin API take it:
+// valid UTF-8, at most MaxReason bytes, and empty when the code is "none"
+// (none reports that it is).
+func CheckReason(reason string, none bool) error {
+	switch {
+	case !utf8.ValidString(reason):
+		return errors.New("is not valid UTF-8; a close reason must be text")
+	case len(reason) > MaxReason:
+		return fmt.Errorf("is %d bytes; a close reason is at most %d bytes of UTF-8 (a close frame carries 125 bytes, 2 of them the code)", len(reason), MaxReason)
+	case none && reason != "":
+		return errors.New(`cannot go with code = "none": an empty close frame has no room for a reason; remove it or pick a code`)
+	}
+	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // FieldError is one problem in one rule. Field is the key as written, such
@@ -199,13 +198,8 @@ func compileOne(i int, sp *Spec, opts Options) (*Rule, []*FieldError) {
 		}
 		if sp.Reason != nil {
 			a.Reason = *sp.Reason
-			switch {
-			case !utf8.ValidString(a.Reason):
-				bad("reason", "is not valid UTF-8; a close reason must be text")
-			case len(a.Reason) > MaxReason:
-				bad("reason", "is %d bytes; a close reason is at most %d bytes of UTF-8 (a close frame carries 125 bytes, 2 of them the code)", len(a.Reason), MaxReason)
-			case codeOK && a.Code == CodeNone && a.Reason != "":
-				bad("reason", `cannot go with code = "none": an empty close frame has no room for a reason; remove it or pick a code`)
+			if err := CheckReason(a.Reason, codeOK && a.Code == CodeNone); err != nil {
+				bad("reason", "%v", err)
 			}
 		}
 	case "reset", "drop":
