@@ -221,6 +221,13 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	rep.add("faults", "every: first close − (SIGHUP + period)", "wschaos", ms(first.Sub(hup.Add(period))),
 		"the tick's time as the earliest close seen; includes the reload")
 	rep.add("faults", "every: sessions closed", "wschaos", float64(len(seen)), fmt.Sprintf("of %d", n))
+	select {
+	case took := <-w.ticked:
+		rep.add("faults", "every: tick's work in wschaos", "wschaos", ms(took),
+			"from its \"clock ticked\" line: close frames to every client, then to every upstream")
+	case <-time.After(2 * time.Second):
+		logf("wschaos: no \"clock ticked\" line after the tick")
+	}
 }
 
 func drain(ch chan time.Time) {

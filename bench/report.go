@@ -44,6 +44,7 @@ var figures = []figure{
 	{"faults", "every: p99 after first close", "ms", "lower"},
 	{"faults", "every: first close − (SIGHUP + period)", "ms", "lower"},
 	{"faults", "every: sessions closed", "", ""},
+	{"faults", "every: tick's work in wschaos", "ms", "lower"},
 }
 
 // result is one figure for one target.

@@ -161,7 +161,8 @@ type wschaosProc struct {
 	c        *child
 	url      string
 	cfg      string
-	reloaded chan time.Time // the time of each "rules reloaded" line
+	reloaded chan time.Time     // the time of each "rules reloaded" line
+	ticked   chan time.Duration // each "clock ticked" line's "took"
 	errs     *tail
 }
 
@@ -182,7 +183,7 @@ func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosP
 		}
 		listen = "127.0.0.1:" + strconv.Itoa(port)
 	}
-	w := &wschaosProc{cfg: cfg, reloaded: make(chan time.Time, 16), errs: &tail{}}
+	w := &wschaosProc{cfg: cfg, reloaded: make(chan time.Time, 16), ticked: make(chan time.Duration, 16), errs: &tail{}}
 	urlc := make(chan string, 1)
 	lw := &lineWriter{fn: func(line []byte) {
 		switch {
@@ -191,6 +192,14 @@ func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosP
 			if json.Unmarshal(line, &v) == nil {
 				select {
 				case urlc <- v.URL:
+				default:
+				}
+			}
+		case bytes.Contains(line, []byte(`"msg":"clock ticked"`)):
+			var v struct{ Took float64 } // seconds
+			if json.Unmarshal(line, &v) == nil {
+				select {
+				case w.ticked <- time.Duration(v.Took * float64(time.Second)):
 				default:
 				}
 			}

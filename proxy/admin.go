@@ -149,7 +149,7 @@ func (p *Proxy) Inject(id uint64, m Manual) error {
 	if s == nil {
 		return ErrNoSession
 	}
-	if !s.manual(m) {
+	if !s.manual(m, nil) {
 		return ErrEnding
 	}
 	return nil
@@ -158,20 +158,19 @@ func (p *Proxy) Inject(id uint64, m Manual) error {
 // InjectMatching performs a manual fault on every open session that m
 // matches (nil: every session) and returns how many there were.
 func (p *Proxy) InjectMatching(match *rules.Match, m Manual) int {
-	n := 0
+	var hit []*session
 	for _, s := range p.openSessions() {
-		if match != nil && !match.Matches(&s.info) {
-			continue
-		}
-		if s.manual(m) {
-			n++
+		if match == nil || match.Matches(&s.info) {
+			hit = append(hit, s)
 		}
 	}
-	return n
+	w := &wave{}
+	return w.run(p.poller, hit, func(s *session) bool { return s.manual(m, w) })
 }
 
-// manual performs m on the session unless it is already ending.
-func (s *session) manual(m Manual) bool {
+// manual performs m on the session, as part of wave w or (nil) on its
+// own, unless it is already ending.
+func (s *session) manual(m Manual, w *wave) bool {
 	if ends(m.Action) && !s.claimEnd() || s.closing.Load() && !ends(m.Action) || s.finished.Load() {
 		return false
 	}
@@ -188,7 +187,7 @@ func (s *session) manual(m Manual) bool {
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "manual", Rule: "manual",
 		Trigger: "manual", Action: m.Action.String(), Code: code, Reason: m.Reason})
-	s.act(a, rules.FromBoth, nil, "manual "+m.Action.String())
+	s.act(a, rules.FromBoth, nil, "manual "+m.Action.String(), w)
 	return true
 }
 

@@ -131,38 +131,22 @@ func (e *engine) tick(ctx context.Context, lr *liveRule) {
 			return
 		case <-t.C:
 		}
+		start := time.Now()
 		n := e.fireAll(lr)
 		if n > 0 {
-			e.p.log.Info("clock ticked", zap.String("rule", lr.Name), zap.Int("sessions", n))
+			e.p.log.Info("clock ticked", zap.String("rule", lr.Name), zap.Int("sessions", n), zap.Duration("took", time.Since(start)))
 		}
 	}
 }
 
-// tickWorkers is how many goroutines share a tick's sessions: firing is
-// mostly writes to sockets and log lines, which overlap well.
-const tickWorkers = 16
-
-// fireAll fires lr on every open session it applies to, in parallel, and
+// fireAll fires lr on every open session it applies to, as one wave, and
 // returns how many it fired on.
 func (e *engine) fireAll(lr *liveRule) int {
-	open := e.p.openSessions()
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range min(tickWorkers, len(open)) {
-		wg.Add(1)
-		go func() { // goroutine "tick worker": ends with the tick's sessions
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < int64(len(open)); i = next.Add(1) - 1 {
-				s := open[i]
-				if sr := s.ruleState(lr); sr != nil && s.fire(sr) {
-					n.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return int(n.Load())
+	w := &wave{}
+	return w.run(e.p.poller, e.p.openSessions(), func(s *session) bool {
+		sr := s.ruleState(lr)
+		return sr != nil && s.fire(sr, w)
+	})
 }
 
 // rejectFor returns the first on-connect reject rule that applies to the

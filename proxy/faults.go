@@ -57,7 +57,7 @@ func (s *session) attach() {
 			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: time.Now()}
 			if sr.hit && lr.Trigger == rules.After {
 				d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
-				sr.timer = time.AfterFunc(d, func() { s.fire(sr) })
+				sr.timer = time.AfterFunc(d, func() { s.fire(sr, nil) })
 			}
 		}
 		list = append(list, sr)
@@ -106,7 +106,7 @@ func (s *session) ruleState(lr *liveRule) *sessionRule {
 func (s *session) fireConnect() {
 	for _, sr := range *s.rules.Load() {
 		if sr.lr.Trigger == rules.OnConnect {
-			s.fire(sr)
+			s.fire(sr, nil)
 		}
 	}
 }
@@ -124,14 +124,14 @@ func (s *session) counted(src side, h ws.Header) {
 		switch lr.Trigger {
 		case rules.AfterMessages:
 			if h.Fin && sr.count.Add(1) == lr.Count {
-				s.fire(sr)
+				s.fire(sr, nil)
 			}
 		case rules.AfterBytes:
 			if h.Length == 0 {
 				continue
 			}
 			if n := sr.count.Add(h.Length); n >= lr.Count && n-h.Length < lr.Count {
-				s.fire(sr)
+				s.fire(sr, nil)
 			}
 		}
 	}
@@ -147,8 +147,9 @@ func sideDir(s side) rules.Direction {
 // fire performs sr's action on the session, unless the rule did not hit
 // this session, is disabled, has fired here already or reached its limit,
 // or the session is already ending (the first rule to end it wins). It
-// reports whether the action was taken.
-func (s *session) fire(sr *sessionRule) bool {
+// reports whether the action was taken. w is the wave the firing is part
+// of, or nil.
+func (s *session) fire(sr *sessionRule, w *wave) bool {
 	lr := sr.lr
 	if !sr.hit || lr.disabled.Load() || s.closing.Load() || s.finished.Load() {
 		return false
@@ -184,19 +185,20 @@ func (s *session) fire(sr *sessionRule) bool {
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Code: code, Reason: a.Reason})
-	s.act(a, lr.Direction, sr, "rule "+lr.Name)
+	s.act(a, lr.Direction, sr, "rule "+lr.Name, w)
 	return true
 }
 
-// act performs an action on the session.
-func (s *session) act(a *rules.Action, dir rules.Direction, sr *sessionRule, why string) {
+// act performs an action on the session, as part of wave w or (nil) on
+// its own.
+func (s *session) act(a *rules.Action, dir rules.Direction, sr *sessionRule, why string, w *wave) {
 	switch a.Kind {
 	case rules.Close:
-		s.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, why)
+		s.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, why, w)
 	case rules.Reset:
-		s.killFault(a.To, true, why)
+		s.killFault(a.To, true, why, w)
 	case rules.Drop:
-		s.killFault(a.To, false, why)
+		s.killFault(a.To, false, why, w)
 	case rules.Hang:
 		s.hang(dir, a.Duration, why)
 	case rules.Delay:
@@ -222,23 +224,36 @@ func (s *session) targets(to rules.Target) (hit, other []*peer) {
 
 // closeFault sends close code and reason to the sides to names and 1001 to
 // the other; the connections are closed after the handshakes or closeGrace.
-func (s *session) closeFault(to rules.Target, code ws.StatusCode, reason, why string) {
+func (s *session) closeFault(to rules.Target, code ws.StatusCode, reason, why string, w *wave) {
 	s.setEnd("proxy", why, code, reason)
 	s.closing.Store(true)
 	s.arm(closeGrace)
 	hit, other := s.targets(to)
 	for _, p := range hit {
-		s.sendClose(p, code, reason)
+		s.sendCloseIn(w, p, code, reason)
 	}
 	for _, p := range other {
-		s.sendClose(p, closeGoingAway, "going away")
+		s.sendCloseIn(w, p, closeGoingAway, "going away")
 	}
 	s.maybeFinish()
 }
 
+// sendCloseIn sends a close frame to p: at once, unless p is the upstream
+// and the close is part of a wave, which sends it in its second pass.
+func (s *session) sendCloseIn(w *wave, p *peer, code ws.StatusCode, reason string) {
+	if p.side == sideUpstream && w != nil {
+		w.then(func() {
+			s.sendClose(p, code, reason)
+			s.maybeFinish()
+		})
+		return
+	}
+	s.sendClose(p, code, reason)
+}
+
 // killFault ends the sides to names without a close frame, with an RST
 // (rst) or a FIN, and closes the other side with 1001.
-func (s *session) killFault(to rules.Target, rst bool, why string) {
+func (s *session) killFault(to rules.Target, rst bool, why string, w *wave) {
 	how := "tcp fin"
 	if rst {
 		how = "tcp reset"
@@ -267,7 +282,7 @@ func (s *session) killFault(to rules.Target, rst bool, why string) {
 		}
 	}
 	for _, p := range other {
-		s.sendClose(p, closeGoingAway, "going away")
+		s.sendCloseIn(w, p, closeGoingAway, "going away")
 	}
 	s.maybeFinish()
 }
@@ -282,7 +297,7 @@ func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.timers = append(s.timers, time.AfterFunc(d, func() {
-		s.killFault(rules.ToClient, true, why+": hang ended")
+		s.killFault(rules.ToClient, true, why+": hang ended", nil)
 	}))
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -699,5 +700,64 @@ func TestInjectMatching(t *testing.T) {
 	faults := ev.waitN(t, proxy.EventFault, 0, 3)
 	if len(faults) != 3 {
 		t.Errorf("fault events: got %d; want 3", len(faults))
+	}
+}
+
+// TestWaveOverIdleSessions closes sessions whose copiers have parked (on
+// Linux) as one wave: every client gets the code and every upstream 1001.
+// The answers that arrive while a wave is writing are read once it is
+// done: here the first pass is held open by the test, and the sessions
+// may end only after it lets go.
+func TestWaveOverIdleSessions(t *testing.T) {
+	t.Parallel()
+	const n = 12
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	addr, p, ev := startRules(t, up.URL, nil)
+	clients := make([]*rawConn, n)
+	upstreams := make([]*rawConn, n)
+	for i := range n {
+		clients[i], _ = dialRaw(t, addr, nil, nil)
+		upstreams[i] = up.accept(t)
+	}
+	ev.waitN(t, proxy.EventOpened, 0, n)
+	time.Sleep(1500 * time.Millisecond) // past the proxy's one second before parking
+
+	resume := proxy.HoldPoller(p)
+	if got := p.InjectMatching(nil, proxy.Manual{Action: rules.Close, Code: 4005, Reason: "wave"}); got != n {
+		t.Fatalf("InjectMatching: got %d; want %d", got, n)
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if _, code, reason := clients[i].readCloseFrame(t); code != 4005 || reason != "wave" {
+				t.Errorf("client %d: got close %d %q; want 4005 \"wave\"", i, code, reason)
+			}
+			clients[i].writeClose(t, 4005, "")
+		})
+		wg.Go(func() {
+			if _, code, _ := upstreams[i].readCloseFrame(t); code != ws.StatusGoingAway {
+				t.Errorf("upstream %d: got close %d; want 1001", i, code)
+			}
+			upstreams[i].writeClose(t, ws.StatusGoingAway, "")
+		})
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond)
+	if got := ev.of(proxy.EventClosed, 0); runtime.GOOS == "linux" && len(got) != 0 {
+		t.Errorf("while held: got %d sessions ended; want none (their answers unread)", len(got))
+	}
+	resumed := time.Now()
+	resume()
+	closed := ev.waitN(t, proxy.EventClosed, 0, n)
+	for _, e := range closed {
+		if e.Code != 4005 || e.ClientCode != 4005 || e.UpstreamCode != 1001 || e.Why != "manual close" {
+			t.Errorf("session %d ended with code %d, client's %d, upstream's %d, why %q; want 4005, 4005, 1001, \"manual close\"",
+				e.Session, e.Code, e.ClientCode, e.UpstreamCode, e.Why)
+		}
+		// The proxy gives a close handshake 2 s before it closes the
+		// connections anyway; answers left unread would end there.
+		if d := e.Time.Sub(resumed); d > time.Second {
+			t.Errorf("session %d ended %v after the hold ended; want its handshake done within 1s (the timeout is 2s)", e.Session, d)
+		}
 	}
 }

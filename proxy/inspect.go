@@ -73,7 +73,7 @@ func (c *copier) hold(h ws.Header) error {
 		if lr.Trigger != rules.OnMessage || !sr.hit || lr.Direction&sideDir(c.src.side) == 0 {
 			continue
 		}
-		if lr.Pattern.Match(in.text) && c.s.fire(sr) {
+		if lr.Pattern.Match(in.text) && c.s.fire(sr, nil) {
 			c.discard()
 			return nil // the matching message is not delivered
 		}

@@ -125,11 +125,36 @@ func (p *peer) tryWritePending() {
 	if f == nil || p.gotClose.Load() || p.gone.Load() {
 		return
 	}
-	p.conn.SetWriteDeadline(time.Now().Add(closeGrace))
 	if p.flush() == nil {
-		p.conn.Write(*f)
+		p.writeClose(*f)
 	}
 	p.gotClose.Store(true)
+}
+
+// writeClose writes a close frame of the proxy's own. On a plain socket it
+// first writes without waiting, which takes a close frame whole unless the
+// peer has stopped reading; only what is left is written with a deadline
+// of closeGrace. A wave closing thousands of sessions is spared a timer
+// update for each. wmu must be held.
+func (p *peer) writeClose(b []byte) {
+	if p.br != nil && p.br.raw != nil { // br is set under wmu
+		raw := p.br.raw
+		var n int
+		var err error
+		raw.Write(func(fd uintptr) bool {
+			n, err = syscall.Write(int(fd), b)
+			return true // never wait here
+		})
+		if err == nil && n == len(b) {
+			return
+		}
+		if err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR) {
+			return // the connection is broken; its copier finds out
+		}
+		b = b[max(n, 0):]
+	}
+	p.conn.SetWriteDeadline(time.Now().Add(closeGrace))
+	p.conn.Write(b)
 }
 
 // closeWrite sends a FIN, mirroring a peer that ended without a close frame.

@@ -25,6 +25,14 @@ type poller struct {
 	done   chan struct{}
 	once   sync.Once
 
+	// While a wave is in its first pass (holds > 0), a copier of a session
+	// that is closing is not started when its source turns readable (most
+	// likely with the answer to the wave's close frame): it waits in held
+	// until the pass ends, so that reading the answers does not take the
+	// CPU from the pass's writes. Both are guarded by mu.
+	holds int
+	held  []*copier
+
 	// Copiers that parked after running, since memory was last returned
 	// to the system, and when that was; see release.
 	parks    atomic.Int64
@@ -109,11 +117,44 @@ func (pl *poller) run() {
 			pl.mu.Lock()
 			c := pl.parked[ev.Fd]
 			delete(pl.parked, ev.Fd)
+			held := c != nil && pl.holds > 0 && c.s.closing.Load()
+			if held {
+				pl.held = append(pl.held, c)
+			}
 			pl.mu.Unlock()
-			if c != nil {
+			if c != nil && !held {
 				c.wake()
 			}
 		}
+	}
+}
+
+// hold keeps copiers of closing sessions parked until the matching resume.
+func (pl *poller) hold() {
+	if pl == nil {
+		return
+	}
+	pl.mu.Lock()
+	pl.holds++
+	pl.mu.Unlock()
+}
+
+// resume ends a hold, and with the last one starts the copiers it kept.
+// A kept copier that was started meanwhile (its session aborted) is left
+// alone: wake starts a copier only from the parked state.
+func (pl *poller) resume() {
+	if pl == nil {
+		return
+	}
+	pl.mu.Lock()
+	pl.holds--
+	var wake []*copier
+	if pl.holds == 0 {
+		wake, pl.held = pl.held, nil
+	}
+	pl.mu.Unlock()
+	for _, c := range wake {
+		c.wake()
 	}
 }
 

@@ -14,3 +14,5 @@ func (pl *poller) stop()             {}
 func (pl *poller) park(*copier) bool { return false }
 func (pl *poller) forget(c *copier)  {}
 func (pl *poller) parkedAfterRun()   {}
+func (pl *poller) hold()             {}
+func (pl *poller) resume()           {}

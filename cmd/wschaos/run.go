@@ -21,6 +21,7 @@ import (
 	"github.com/wschaos/wschaos/config"
 	"github.com/wschaos/wschaos/control"
 	"github.com/wschaos/wschaos/internal/echo"
+	"github.com/wschaos/wschaos/internal/logbuf"
 	"github.com/wschaos/wschaos/proxy"
 )
 
@@ -153,7 +154,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 
-	log, err := newLogger(cfg.Log, stderr)
+	// Log lines leave through a coalescing writer: a burst of session
+	// events (a reconnect storm, a rule's tick) costs a few writes rather
+	// than one per line.
+	logw := logbuf.New(stderr, 0)
+	defer logw.Close()
+	log, err := newLogger(cfg.Log, logw)
 	if err != nil {
 		return err
 	}
@@ -259,6 +265,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// newLogger returns the logger run injects everywhere. w must be safe for
+// concurrent writes.
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
@@ -273,7 +281,7 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 		enc.EncodeLevel = zapcore.CapitalLevelEncoder
 		e = zapcore.NewConsoleEncoder(enc)
 	}
-	return zap.New(zapcore.NewCore(e, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
+	return zap.New(zapcore.NewCore(e, zapcore.AddSync(w), lvl)), nil
 }
 
 // upstreamURL returns the upstream to dial; "echo" starts the built-in echo

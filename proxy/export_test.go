@@ -1,0 +1,8 @@
+package proxy
+
+// HoldPoller keeps the copiers of closing sessions from being started, as
+// a wave's first pass does, until the returned func is called.
+func HoldPoller(p *Proxy) (resume func()) {
+	p.poller.hold()
+	return p.poller.resume
+}
