@@ -19,8 +19,9 @@ import (
 // them over several loopback source addresses so that ephemeral ports do
 // not run out when tens of thousands of sessions come and go.
 type clientDialer struct {
-	srcs []netip.Addr
-	next atomic.Uint64
+	srcs  []netip.Addr
+	next  atomic.Uint64
+	stamp bool // connections keep the kernel's receive times (stampConn)
 }
 
 func newClientDialer(n int) *clientDialer {
@@ -46,7 +47,16 @@ func (d *clientDialer) netDial(ctx context.Context, _, addr string) (net.Conn, e
 			})
 		},
 	}
-	return nd.DialContext(ctx, "tcp4", addr)
+	c, err := nd.DialContext(ctx, "tcp4", addr)
+	if err != nil || !d.stamp {
+		return c, err
+	}
+	sc, err := newStampConn(c.(*net.TCPConn))
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return sc, nil
 }
 
 // wsConn is a client's WebSocket connection.

@@ -22,6 +22,9 @@ type env struct {
 	root   string
 	echo   *echoProc
 	dialer *clientDialer
+	// stampDialer's connections keep the kernel's receive times: the
+	// fault workloads time close frames by them.
+	stampDialer *clientDialer
 
 	wschaosBin string
 	wschaosErr error
@@ -40,7 +43,8 @@ type env struct {
 // wschaos and toxiproxy (in parallel, before anything is measured), nginx
 // lookup, and checks that the file descriptor limit fits the sizes.
 func newEnv(ctx context.Context, o *options, nofile uint64) (*env, error) {
-	e := &env{o: o, nofile: nofile, dialer: newClientDialer(o.srcIPs), echoPort: map[string]int{}}
+	e := &env{o: o, nofile: nofile, dialer: newClientDialer(o.srcIPs), stampDialer: newClientDialer(o.srcIPs), echoPort: map[string]int{}}
+	e.stampDialer.stamp = true
 	var err error
 	if e.root, err = moduleRoot(); err != nil {
 		return nil, err

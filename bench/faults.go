@@ -68,15 +68,17 @@ func runFaults(ctx context.Context, e *env, rep *report) {
 
 // afterPrecision opens sessions under an after = "1s" close rule and
 // measures, at each client, the close frame's arrival against its 101
-// plus one second. The proxy starts a session's clock before it dials the
-// upstream, a little before the client sees its 101, so a close can come
-// slightly early.
+// plus one second, both as the client's kernel received them (see
+// stampConn); the times at which client goroutines read them are noted
+// beside. The proxy starts a session's clock just before it writes the
+// 101, so a close comes a few microseconds early at best.
 func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	n := e.o.faultAfter
 	url := w.url + "/fault/after"
 	var f failures
-	var wrong atomic.Int64
+	var wrong, unstamped atomic.Int64
 	errs := make([]time.Duration, n)
+	read := make([]time.Duration, n) // the same, by the reading goroutines' clocks
 	got := make([]bool, n)
 	var next atomic.Int64
 	var wg, readers sync.WaitGroup
@@ -89,18 +91,20 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 				if i >= int64(n) || ctx.Err() != nil {
 					return
 				}
-				c, err := e.dialer.dial(ctx, url, 10*time.Second)
+				c, err := e.stampDialer.dial(ctx, url, 10*time.Second)
 				if err != nil {
 					f.add(err)
 					continue
 				}
-				at := time.Now().Add(time.Second)
+				readAt := time.Now().Add(time.Second)
+				t101, ok := arrived(c.c)
+				at := t101.Add(time.Second)
 				readers.Add(1)
 				go func() {
 					defer readers.Done()
 					c.c.SetDeadline(at.Add(15 * time.Second))
 					_, err := c.readMessage(nil)
-					t := time.Now()
+					now := time.Now()
 					var ce *closeError
 					if !errors.As(err, &ce) {
 						f.add(fmt.Errorf("no close frame: %v", err))
@@ -110,7 +114,11 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 					if ce.code != afterCode {
 						wrong.Add(1)
 					}
-					errs[i], got[i] = t.Sub(at), true
+					tclose, ok2 := arrived(c.c)
+					if !ok || !ok2 {
+						unstamped.Add(1)
+					}
+					errs[i], read[i], got[i] = tclose.Sub(at), now.Sub(readAt), true
 					c.answerClose(5 * time.Second)
 				}()
 			}
@@ -118,10 +126,11 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	}
 	wg.Wait()
 	readers.Wait()
-	var samples []time.Duration
+	var samples, readSamples []time.Duration
 	for i, ok := range got {
 		if ok {
 			samples = append(samples, errs[i])
+			readSamples = append(readSamples, read[i])
 		}
 	}
 	if len(samples) == 0 {
@@ -129,7 +138,11 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 		return
 	}
 	slices.Sort(samples)
-	note := fmt.Sprintf("min %.2f ms, max %.2f ms", ms(samples[0]), ms(samples[len(samples)-1]))
+	slices.Sort(readSamples)
+	note := fmt.Sprintf("kernel receive times; min %.2f ms, max %.2f ms", ms(samples[0]), ms(samples[len(samples)-1]))
+	if k := unstamped.Load(); k > 0 {
+		note += fmt.Sprintf("; %d without receive times, timed by goroutines", k)
+	}
 	if k := wrong.Load(); k > 0 {
 		note += fmt.Sprintf("; %d closes with another code", k)
 	}
@@ -137,16 +150,19 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 		note += "; " + fn
 	}
 	rep.add("faults", "after 1s: close error p50", "wschaos", ms(percentile(samples, 0.50)), note)
-	rep.add("faults", "after 1s: close error p99", "wschaos", ms(percentile(samples, 0.99)), "")
+	rep.add("faults", "after 1s: close error p99", "wschaos", ms(percentile(samples, 0.99)),
+		fmt.Sprintf("as read by the client goroutines: p50 %.2f ms, p99 %.2f ms",
+			ms(percentile(readSamples, 0.50)), ms(percentile(readSamples, 0.99))))
 	rep.add("faults", "after 1s: sessions closed", "wschaos", float64(len(samples)), fmt.Sprintf("of %d", n))
 }
 
 // everySpread holds sessions open, adds an every rule by a reload, and
-// measures when each client sees the tick's close frame.
+// measures when each client's kernel received the tick's close frame
+// (and, in a note, when each client goroutine read it).
 func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	n := e.o.faultEvery
 	var f failures
-	conns := openMany(ctx, e, w.url+"/fault/every", n, e.o.dialers, time.Duration(n)*10*time.Millisecond+30*time.Second, &f)
+	conns := openMany(ctx, e.stampDialer, w.url+"/fault/every", n, e.o.dialers, time.Duration(n)*10*time.Millisecond+30*time.Second, &f)
 	if len(conns) == 0 {
 		rep.markAll("faults", "wschaos", statusError, "every: no session opened: "+f.note(int64(n)))
 		return
@@ -154,7 +170,8 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	period := e.o.everyPeriod
 	wait := period + 30*time.Second
 	times := make([]time.Time, len(conns))
-	var wrong atomic.Int64
+	readTimes := make([]time.Time, len(conns))
+	var wrong, unstamped atomic.Int64
 	var readers sync.WaitGroup
 	for i, c := range conns {
 		readers.Add(1)
@@ -162,7 +179,7 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 			defer readers.Done()
 			c.c.SetDeadline(time.Now().Add(wait))
 			_, err := c.readMessage(nil)
-			t := time.Now()
+			now := time.Now()
 			var ce *closeError
 			if !errors.As(err, &ce) {
 				f.add(fmt.Errorf("no close frame: %v", err))
@@ -172,7 +189,11 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 			if ce.code != everyCode {
 				wrong.Add(1)
 			}
-			times[i] = t
+			t, ok := arrived(c.c)
+			if !ok {
+				unstamped.Add(1)
+			}
+			times[i], readTimes[i] = t, now
 			c.answerClose(5 * time.Second)
 		}()
 	}
@@ -192,10 +213,11 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	}
 	readers.Wait()
 
-	var seen []time.Time
-	for _, t := range times {
+	var seen, readSeen []time.Time
+	for i, t := range times {
 		if !t.IsZero() {
 			seen = append(seen, t)
+			readSeen = append(readSeen, readTimes[i])
 		}
 	}
 	if len(seen) == 0 {
@@ -203,12 +225,16 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 		return
 	}
 	slices.SortFunc(seen, func(a, b time.Time) int { return a.Compare(b) })
+	slices.SortFunc(readSeen, func(a, b time.Time) int { return a.Compare(b) })
 	first := seen[0]
 	after := make([]time.Duration, len(seen))
 	for i, t := range seen {
 		after[i] = t.Sub(first)
 	}
-	note := fmt.Sprintf("%d sessions open at the reload; every = %q", len(conns), period.String())
+	note := fmt.Sprintf("%d sessions open at the reload; every = %q; kernel receive times", len(conns), period.String())
+	if k := unstamped.Load(); k > 0 {
+		note += fmt.Sprintf("; %d without receive times, timed by goroutines", k)
+	}
 	if k := wrong.Load(); k > 0 {
 		note += fmt.Sprintf("; %d closes with another code", k)
 	}
@@ -216,6 +242,8 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 		note += "; " + fn
 	}
 	rep.add("faults", "every: first→last close spread", "wschaos", ms(after[len(after)-1]), note)
+	rep.add("faults", "every: first→last read by the clients", "wschaos", ms(readSeen[len(readSeen)-1].Sub(readSeen[0])),
+		"the same closes as the client goroutines, sharing the cores with the proxy, got to read them")
 	rep.add("faults", "every: p50 after first close", "wschaos", ms(percentile(after, 0.50)), "")
 	rep.add("faults", "every: p99 after first close", "wschaos", ms(percentile(after, 0.99)), "")
 	rep.add("faults", "every: first close − (SIGHUP + period)", "wschaos", ms(first.Sub(hup.Add(period))),

@@ -40,6 +40,7 @@ var figures = []figure{
 	{"faults", "after 1s: close error p99", "ms", "closer to 0"},
 	{"faults", "after 1s: sessions closed", "", ""},
 	{"faults", "every: first→last close spread", "ms", "lower"},
+	{"faults", "every: first→last read by the clients", "ms", "lower"},
 	{"faults", "every: p50 after first close", "ms", "lower"},
 	{"faults", "every: p99 after first close", "ms", "lower"},
 	{"faults", "every: first close − (SIGHUP + period)", "ms", "lower"},

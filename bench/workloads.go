@@ -126,7 +126,7 @@ func (f *failures) note(of int64) string {
 
 // openMany opens n sessions to url with the given number of concurrent
 // dialers, each proven by one small echo; it gives up after limit.
-func openMany(ctx context.Context, e *env, url string, n, dialers int, limit time.Duration, f *failures) []*wsConn {
+func openMany(ctx context.Context, d *clientDialer, url string, n, dialers int, limit time.Duration, f *failures) []*wsConn {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	frame := clientFrame(ws.OpText, []byte("idle"))
@@ -142,7 +142,7 @@ func openMany(ctx context.Context, e *env, url string, n, dialers int, limit tim
 				if i >= int64(n) || ctx.Err() != nil {
 					return
 				}
-				c, err := e.dialer.dial(ctx, url, 10*time.Second)
+				c, err := d.dial(ctx, url, 10*time.Second)
 				if err == nil {
 					if err = c.echo(frame, 4, 10*time.Second); err != nil {
 						c.c.Close()
@@ -192,7 +192,7 @@ func idleMemory(ctx context.Context, e *env, name string, inst *instance, rep *r
 	// A warm-up, so that one-time allocations (pools, code paths first
 	// taken) are in the baseline.
 	var wf failures
-	closeMany(openMany(ctx, e, url, min(100, n), e.o.dialers, 30*time.Second, &wf), e.o.dialers)
+	closeMany(openMany(ctx, e.dialer, url, min(100, n), e.o.dialers, 30*time.Second, &wf), e.o.dialers)
 	base := fdCount(inst.fdPids())
 	sleepCtx(ctx, e.o.settle)
 	before, err := rssKiB(inst.pids())
@@ -202,7 +202,7 @@ func idleMemory(ctx context.Context, e *env, name string, inst *instance, rep *r
 	}
 	var f failures
 	t := time.Now()
-	conns := openMany(ctx, e, url, n, e.o.dialers, time.Duration(n)*10*time.Millisecond+30*time.Second, &f)
+	conns := openMany(ctx, e.dialer, url, n, e.o.dialers, time.Duration(n)*10*time.Millisecond+30*time.Second, &f)
 	opened := time.Since(t)
 	sleepCtx(ctx, e.o.settle)
 	after, err := rssKiB(inst.pids())
@@ -231,7 +231,7 @@ func idleMemory(ctx context.Context, e *env, name string, inst *instance, rep *r
 // recorded.
 func latency(ctx context.Context, e *env, name string, inst *instance, rep *report) {
 	var f failures
-	conns := openMany(ctx, e, inst.url+"/bench/latency", e.o.latConns, e.o.dialers, 30*time.Second, &f)
+	conns := openMany(ctx, e.dialer, inst.url+"/bench/latency", e.o.latConns, e.o.dialers, 30*time.Second, &f)
 	if len(conns) == 0 {
 		rep.markAll("latency", name, statusError, "no session opened: "+f.note(int64(e.o.latConns)))
 		return
@@ -300,7 +300,7 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 // back during the measured time.
 func throughput(ctx context.Context, e *env, name string, inst *instance, rep *report) {
 	var f failures
-	conns := openMany(ctx, e, inst.url+"/bench/throughput", e.o.tputConns, e.o.dialers, 30*time.Second, &f)
+	conns := openMany(ctx, e.dialer, inst.url+"/bench/throughput", e.o.tputConns, e.o.dialers, 30*time.Second, &f)
 	if len(conns) == 0 {
 		rep.markAll("throughput", name, statusError, "no session opened: "+f.note(int64(e.o.tputConns)))
 		return

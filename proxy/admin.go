@@ -182,8 +182,10 @@ func (s *session) manual(m Manual, w *wave) bool {
 			code = 1005
 		}
 	}
-	s.logger().Info("fault fired", zap.String("rule", "manual"), zap.Stringer("action", m.Action),
-		zap.Int("code", code), zap.String("reason", m.Reason))
+	w.then(func() { // in a wave, after every client has its close (see fire)
+		s.logger().Info("fault fired", zap.String("rule", "manual"), zap.Stringer("action", m.Action),
+			zap.Int("code", code), zap.String("reason", m.Reason))
+	})
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "manual", Rule: "manual",
 		Trigger: "manual", Action: m.Action.String(), Code: code, Reason: m.Reason})

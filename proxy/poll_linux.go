@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"errors"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,9 @@ import (
 // and one-shot.
 type poller struct {
 	epfd   int
-	wake   [2]int // a pipe: a byte written to wake[1] stops run
+	file   *os.File        // owns epfd; waited on through the runtime's poller
+	raw    syscall.RawConn // file's
+	wake   [2]int          // a pipe: a byte written to wake[1] stops run
 	mu     sync.Mutex
 	parked map[int32]*copier // by file descriptor
 	done   chan struct{}
@@ -77,9 +80,24 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	pl := &poller{epfd: epfd, parked: map[int32]*copier{}, done: make(chan struct{})}
-	if err := syscall.Pipe2(pl.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+	// The epoll set is itself waited on through the runtime's poller (an
+	// epoll fd is readable while it has events), so that the poller
+	// goroutine never blocks a thread, and with it a P, in epoll_wait: a
+	// P held in a blocking syscall delays the timers on its heap (the
+	// after rules') until the runtime takes it back.
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(epfd), "wschaos-poller")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	pl := &poller{epfd: epfd, file: f, raw: raw, parked: map[int32]*copier{}, done: make(chan struct{})}
+	if err := syscall.Pipe2(pl.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		f.Close()
 		return nil, err
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(pl.wake[0])}
@@ -91,20 +109,31 @@ func newPoller() (*poller, error) {
 }
 
 func (pl *poller) closeFDs() {
-	syscall.Close(pl.epfd)
+	pl.file.Close()
 	syscall.Close(pl.wake[0])
 	syscall.Close(pl.wake[1])
 }
 
 // run is the body of the "poller" goroutine: it starts the copiers whose
-// source became readable, until stop.
+// source became readable, until stop. It waits through the runtime's
+// poller, at most a second at a time so that release gets its looks.
 func (pl *poller) run() {
 	defer close(pl.done)
 	events := make([]syscall.EpollEvent, 256)
+	var n int
+	collect := func(fd uintptr) bool {
+		var err error
+		n, err = syscall.EpollWait(int(fd), events, 0)
+		if err != nil { // EINTR: nothing collected, wait again
+			n = 0
+		}
+		return n > 0
+	}
 	for {
-		n, err := syscall.EpollWait(pl.epfd, events, 1000)
+		pl.file.SetReadDeadline(time.Now().Add(time.Second))
+		err := pl.raw.Read(collect)
 		pl.release(time.Now())
-		if errors.Is(err, syscall.EINTR) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
 		if err != nil {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"syscall"
+	"time"
+)
+
+// The fault workloads time a close frame's arrival at the client by the
+// kernel's receive time of its bytes (SO_TIMESTAMPNS), not by when a
+// client goroutine got to read it: the harness's thousands of clients
+// share the machine's cores with the proxy, and a real client would be on
+// a host of its own. The goroutine-side times are kept too, as notes.
+
+// soTimestampNS is SO_TIMESTAMPNS; the control message it brings has the
+// same type (SCM_TIMESTAMPNS).
+const soTimestampNS = 35
+
+// stampConn is a client connection that reads through recvmsg and keeps
+// the kernel's receive time of the bytes its latest read returned.
+type stampConn struct {
+	*net.TCPConn
+	raw syscall.RawConn
+	oob [64]byte
+	at  time.Time // receive time of the latest read's bytes; zero if none came with them
+}
+
+// newStampConn turns on receive timestamps for c.
+func newStampConn(c *net.TCPConn) (*stampConn, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soTimestampNS, 1)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	return &stampConn{TCPConn: c, raw: raw}, nil
+}
+
+func (c *stampConn) Read(p []byte) (int, error) {
+	var n, oobn int
+	var err error
+	if rerr := c.raw.Read(func(fd uintptr) bool {
+		n, oobn, _, _, err = syscall.Recvmsg(int(fd), p, c.oob[:], 0)
+		return err != syscall.EAGAIN
+	}); rerr != nil {
+		return 0, rerr // a deadline, or the connection closed
+	}
+	switch {
+	case err != nil:
+		return 0, err
+	case n == 0:
+		return 0, io.EOF
+	}
+	c.at = time.Time{}
+	if msgs, perr := syscall.ParseSocketControlMessage(c.oob[:oobn]); perr == nil {
+		for _, m := range msgs {
+			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == soTimestampNS && len(m.Data) >= 16 {
+				sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
+				nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
+				c.at = time.Unix(sec, nsec)
+			}
+		}
+	}
+	return n, nil
+}
+
+// arrived returns when the bytes of c's latest read reached the client's
+// kernel, or now if c does not keep receive times.
+func arrived(c net.Conn) (t time.Time, stamped bool) {
+	if sc, ok := c.(*stampConn); ok && !sc.at.IsZero() {
+		return sc.at, true
+	}
+	return time.Now(), false
+}
