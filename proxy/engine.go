@@ -196,11 +196,16 @@ func (p *Proxy) SetRules(set *rules.Set) {
 
 // openSessions returns the sessions open now.
 func (p *Proxy) openSessions() []*session {
+	return p.appendSessions(nil)
+}
+
+// appendSessions appends the sessions open now to dst.
+func (p *Proxy) appendSessions(dst []*session) []*session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]*session, 0, len(p.sessions))
+	dst = slices.Grow(dst, len(p.sessions))
 	for s := range p.sessions {
-		out = append(out, s)
+		dst = append(dst, s)
 	}
-	return out
+	return dst
 }

@@ -6,3 +6,6 @@ func HoldPoller(p *Proxy) (resume func()) {
 	p.poller.hold()
 	return p.poller.resume
 }
+
+// ParkedCopiers returns how many copiers are parked with p's poller.
+func ParkedCopiers(p *Proxy) int { return p.poller.parkedCount() }

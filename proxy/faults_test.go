@@ -720,7 +720,9 @@ func TestWaveOverIdleSessions(t *testing.T) {
 		upstreams[i] = up.accept(t)
 	}
 	ev.waitN(t, proxy.EventOpened, 0, n)
-	time.Sleep(1500 * time.Millisecond) // past the proxy's one second before parking
+	if runtime.GOOS == "linux" {
+		waitUntil(t, "every copier parked", func() bool { return proxy.ParkedCopiers(p) == 2*n })
+	}
 
 	resume := proxy.HoldPoller(p)
 	if got := p.InjectMatching(nil, proxy.Manual{Action: rules.Close, Code: 4005, Reason: "wave"}); got != n {

@@ -36,6 +36,15 @@ type poller struct {
 	holds int
 	held  []*copier
 
+	// Sweeps end the idle waits of running copiers that have waited since
+	// before the sweep two sweeps ago, so that they park (see
+	// copier.waitIdle); list appends the open sessions to its argument.
+	// Set before run starts; swept and buf are run's own.
+	sweeps atomic.Int64
+	list   func([]*session) []*session
+	swept  time.Time
+	buf    []*session
+
 	// Copiers that parked after running, since memory was last returned
 	// to the system, and when that was; see release.
 	parks    atomic.Int64
@@ -116,7 +125,7 @@ func (pl *poller) closeFDs() {
 
 // run is the body of the "poller" goroutine: it starts the copiers whose
 // source became readable, until stop. It waits through the runtime's
-// poller, at most a second at a time so that release gets its looks.
+// poller, at most sweepEvery at a time, for its sweeps and for release.
 func (pl *poller) run() {
 	defer close(pl.done)
 	events := make([]syscall.EpollEvent, 256)
@@ -130,9 +139,11 @@ func (pl *poller) run() {
 		return n > 0
 	}
 	for {
-		pl.file.SetReadDeadline(time.Now().Add(time.Second))
+		pl.file.SetReadDeadline(time.Now().Add(sweepEvery))
 		err := pl.raw.Read(collect)
-		pl.release(time.Now())
+		now := time.Now()
+		pl.sweep(now)
+		pl.release(now)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
@@ -156,6 +167,26 @@ func (pl *poller) run() {
 			}
 		}
 	}
+}
+
+// sweep, every sweepEvery, ends the idle waits of copiers that have been
+// waiting since before the sweep two sweeps ago: at least parkAfter.
+func (pl *poller) sweep(now time.Time) {
+	if now.Sub(pl.swept) < sweepEvery {
+		return
+	}
+	pl.swept = now
+	n := pl.sweeps.Add(1)
+	if pl.list == nil {
+		return
+	}
+	pl.buf = pl.list(pl.buf[:0])
+	for _, s := range pl.buf {
+		for _, c := range s.copiers {
+			c.interruptIdle(n - 3)
+		}
+	}
+	clear(pl.buf)
 }
 
 // hold keeps copiers of closing sessions parked until the matching resume.
@@ -228,6 +259,16 @@ func (pl *poller) forget(c *copier) {
 		delete(pl.parked, int32(fd))
 	}
 	syscall.EpollCtl(pl.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+}
+
+// parkedCount returns how many copiers are parked.
+func (pl *poller) parkedCount() int {
+	if pl == nil {
+		return 0
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return len(pl.parked)
 }
 
 // parkedAfterRun counts a copier that gave up its goroutine.

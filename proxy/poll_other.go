@@ -2,11 +2,17 @@
 
 package proxy
 
-import "errors"
+import (
+	"errors"
+	"sync/atomic"
+)
 
 // poller parks idle copiers on Linux only; elsewhere every copier runs in
 // its own goroutine from the start.
-type poller struct{}
+type poller struct {
+	sweeps atomic.Int64
+	list   func([]*session) []*session
+}
 
 func newPoller() (*poller, error)    { return nil, errors.New("no epoll on this system") }
 func (pl *poller) run()              {}
@@ -16,3 +22,4 @@ func (pl *poller) forget(c *copier)  {}
 func (pl *poller) parkedAfterRun()   {}
 func (pl *poller) hold()             {}
 func (pl *poller) resume()           {}
+func (pl *poller) parkedCount() int  { return 0 }

@@ -205,6 +205,7 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.engine = newEngine(p)
 	if pl, err := newPoller(); err == nil {
 		p.poller = pl
+		pl.list = p.appendSessions
 		go pl.run() // goroutine "poller": ends with Shutdown
 	} else {
 		p.log.Debug("idle sessions keep their goroutines", zap.Error(err))

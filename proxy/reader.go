@@ -7,7 +7,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // readBufSize is the buffer a peer's bytes are read into while some are
@@ -166,7 +165,7 @@ func (fr *frameReader) fill() error {
 	fr.w = n
 	if err != nil {
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			return err // waitIdle's deadline: not an end
+			return err // an idle wait ended by a sweep: not an end
 		}
 		fr.err = err
 		if n == 0 {
@@ -175,20 +174,6 @@ func (fr *frameReader) fill() error {
 		}
 	}
 	return nil
-}
-
-// waitIdle waits, at most d, for the source to have bytes, holding no
-// buffer meanwhile; it reports false when d passed first. Only a raw
-// connection with nothing buffered waits; an error is kept for the next
-// read to return.
-func (fr *frameReader) waitIdle(d time.Duration) bool {
-	if fr.raw == nil || fr.r != fr.w || fr.err != nil {
-		return true
-	}
-	fr.conn.SetReadDeadline(time.Now().Add(d))
-	err := fr.fill()
-	fr.conn.SetReadDeadline(time.Time{})
-	return !errors.Is(err, os.ErrDeadlineExceeded) || fr.err != nil
 }
 
 // readConn reads once from the connection straight into p.

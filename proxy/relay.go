@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"io"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,7 +22,18 @@ type copier struct {
 	in       inspector               // on_message rules
 	delay    atomic.Pointer[delayer] // a delay rule fired for this direction
 	state    atomic.Int32            // copierParked or copierRunning
+
+	// idle is the poller's sweep count when the copier began to wait for
+	// its source at a frame boundary; 0 while it is not waiting, and
+	// idleInterrupted once a sweep has set a read deadline in the past to
+	// end the wait (see poller.sweep). imu keeps the sweep's setting of
+	// that deadline before the copier's clearing of it.
+	idle atomic.Int64
+	imu  sync.Mutex
 }
+
+// idleInterrupted marks a copier whose idle wait a sweep has ended.
+const idleInterrupted = -1
 
 // A copier's states: parked copiers have no goroutine; the poller or the
 // session's end starts them.
@@ -29,10 +42,15 @@ const (
 	copierRunning
 )
 
-// parkAfter is how long a started copier waits at a frame boundary before
-// it parks with the poller and its goroutine ends, so that a session that
-// falls idle costs no goroutine again.
-const parkAfter = time.Second
+// parkAfter is how long a started copier waits at a frame boundary, at
+// least, before it parks with the poller and its goroutine ends, so that a
+// session that falls idle costs no goroutine again. The poller sweeps the
+// running copiers every sweepEvery and parks those that have waited since
+// two sweeps before: between parkAfter and parkAfter+sweepEvery.
+const (
+	parkAfter  = time.Second
+	sweepEvery = parkAfter / 2
+)
 
 // errParked ends a copier's goroutine, not the copier: it is parked.
 var errParked = errors.New("parked")
@@ -41,7 +59,7 @@ var errParked = errors.New("parked")
 // parkAfter; it reports whether the copier's goroutine must now return.
 func (c *copier) park() bool {
 	pl := c.s.p.poller
-	if pl == nil || c.src.fd < 0 || c.src.br.waitIdle(parkAfter) {
+	if pl == nil || c.src.fd < 0 || c.waitIdle(pl) {
 		return false
 	}
 	if !c.state.CompareAndSwap(copierRunning, copierParked) {
@@ -53,6 +71,42 @@ func (c *copier) park() bool {
 	}
 	return !c.state.CompareAndSwap(copierParked, copierRunning)
 }
+
+// waitIdle waits for the source to have bytes, holding no buffer
+// meanwhile, until a sweep of pl finds the copier has waited long enough;
+// it reports false then. The wait sets no deadline of its own: a busy
+// copier costs the poller nothing but two atomic stores per wait.
+func (c *copier) waitIdle(pl *poller) bool {
+	fr := c.src.br
+	if fr.raw == nil || fr.r != fr.w || fr.err != nil {
+		return true
+	}
+	c.idle.Store(max(pl.sweeps.Load(), 1))
+	err := fr.fill()
+	if c.idle.Swap(0) == idleInterrupted {
+		c.imu.Lock() // the sweep has set its deadline once this is held
+		fr.conn.SetReadDeadline(time.Time{})
+		c.imu.Unlock()
+	}
+	return !errors.Is(err, os.ErrDeadlineExceeded) || fr.err != nil
+}
+
+// interruptIdle ends the copier's idle wait if it has lasted since before
+// sweep number old, by a read deadline in the past; the copier then parks
+// (or, if bytes came meanwhile, clears the deadline and goes on).
+func (c *copier) interruptIdle(old int64) {
+	if since := c.idle.Load(); since <= 0 || since > old {
+		return
+	}
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	if since := c.idle.Load(); since > 0 && since <= old && c.idle.CompareAndSwap(since, idleInterrupted) {
+		c.src.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // wake starts a parked copier's goroutine.
 func (c *copier) wake() {

@@ -9,14 +9,18 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	coder "github.com/coder/websocket"
 	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/wschaos/wschaos/proxy"
 )
 
 // echoClient sends one message through a WebSocket client library and
@@ -404,4 +408,48 @@ func TestFrameIsNotHeldBackByAPartialNextHeader(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestIdleCopiersParkAndWake checks that the copiers of quiet sessions
+// give up their goroutines (on Linux), and that frames sent at any moment
+// around the sweeps that park them, a frame split across the moment
+// included, still arrive whole and in order.
+func TestIdleCopiersParkAndWake(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	addr, p := startProxy(t, startGorillaEcho(t))
+	clients := make([]*rawConn, n)
+	for i := range clients {
+		clients[i], _ = dialRaw(t, addr, nil, nil)
+		if got := probe(t, clients[i], "first"); !got.echoed {
+			t.Fatalf("client %d: got close %d; want the echo", i, got.code)
+		}
+	}
+	if runtime.GOOS == "linux" {
+		waitUntil(t, "every copier parked", func() bool { return proxy.ParkedCopiers(p) == 2*n })
+	}
+	// Each client now speaks at its own pauses, spread over the sweeps'
+	// period, some frames in two writes with a pause inside the header.
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() {
+			for round := range 4 {
+				time.Sleep(time.Duration(900+170*((i+round)%5)) * time.Millisecond)
+				msg := fmt.Sprintf("client %d round %d", i, round)
+				frame := c.frame(true, ws.OpText, []byte(msg))
+				if round%2 == 1 {
+					c.write(t, frame[:1])
+					time.Sleep(30 * time.Millisecond)
+					frame = frame[1:]
+				}
+				c.write(t, frame)
+				f := c.readFrame(t)
+				if f.Header.OpCode != ws.OpText || string(f.Payload) != msg {
+					t.Errorf("client %d round %d: got %v %q; want the echo %q", i, round, f.Header.OpCode, f.Payload, msg)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
