@@ -141,6 +141,63 @@ func rssKiB(pids []int) (int64, error) {
 	return sum, nil
 }
 
+// cpuTime returns the CPU time, user and system, that pids have used, from
+// /proc/PID/stat (utime and stime, in USER_HZ = 100 ticks a second).
+func cpuTime(pids []int) (time.Duration, error) {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		// The fields after the command name, which is in parentheses and
+		// may hold spaces: state is the first, utime the 12th, stime the 13th.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if i < 0 || len(f) < 13 {
+			return 0, fmt.Errorf("pid %d: short /proc stat", pid)
+		}
+		for _, v := range f[11:13] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("pid %d: /proc stat: %w", pid, err)
+			}
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// cpuMeter measures the CPU time an instance's processes use between
+// start and stop; it measures nothing for an instance without processes
+// (direct).
+type cpuMeter struct {
+	pids  func() []int
+	start time.Duration
+	err   error
+}
+
+func startCPU(pids func() []int) *cpuMeter {
+	m := &cpuMeter{pids: pids}
+	if pids != nil {
+		m.start, m.err = cpuTime(pids())
+	}
+	return m
+}
+
+// per returns the CPU time used since start divided by n, in µs, and
+// whether it could be measured.
+func (m *cpuMeter) per(n int) (float64, bool) {
+	if m.pids == nil || m.err != nil || n <= 0 {
+		return 0, false
+	}
+	end, err := cpuTime(m.pids())
+	if err != nil {
+		return 0, false
+	}
+	return float64(end-m.start) / float64(time.Microsecond) / float64(n), true
+}
+
 // fdCount returns the number of open file descriptors of pids.
 func fdCount(pids []int) int {
 	n := 0

@@ -242,6 +242,8 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	from := start.Add(e.o.warmup)
 	end := from.Add(e.o.latDuration)
 	all := make([][]time.Duration, len(conns))
+	var trips atomic.Int64 // warm-up included, as is in the CPU time
+	cpu := startCPU(inst.pids)
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
@@ -267,6 +269,7 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 					f.add(err)
 					break
 				}
+				trips.Add(1)
 				if !t0.Before(from) {
 					samples = append(samples, time.Since(t0))
 				}
@@ -277,6 +280,7 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	}
 	wg.Wait()
 	window := time.Since(from)
+	cpuPer, cpuOK := cpu.per(int(trips.Load()))
 	closeMany(conns, e.o.dialers)
 	samples := slices.Concat(all...)
 	if len(samples) == 0 {
@@ -293,6 +297,10 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	rep.add("latency", "p99 round trip", name, us(percentile(samples, 0.99)), "")
 	rep.add("latency", "p99.9 round trip", name, us(percentile(samples, 0.999)), "")
 	rep.add("latency", "round trips/s", name, float64(len(samples))/window.Seconds(), "")
+	if cpuOK {
+		rep.add("latency", "proxy CPU per round trip", name, cpuPer,
+			"user and system time of the proxy's processes over every round trip, warm-up included")
+	}
 }
 
 // throughput echoes large binary messages on a few connections, with a
@@ -383,6 +391,7 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	start := time.Now()
 	end := start.Add(e.o.connDuration)
 	all := make([][]time.Duration, e.o.connDialers)
+	cpu := startCPU(inst.pids)
 	var wg sync.WaitGroup
 	for i := range e.o.connDialers {
 		wg.Add(1)
@@ -410,6 +419,7 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	wg.Wait()
 	elapsed := time.Since(start)
 	samples := slices.Concat(all...)
+	cpuPer, cpuOK := cpu.per(len(samples))
 	if len(samples) == 0 {
 		rep.markAll("connect", name, statusError, "no session opened: "+f.note(int64(e.o.connCount)))
 		return
@@ -422,6 +432,10 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	rep.add("connect", "new sessions/s", name, float64(len(samples))/elapsed.Seconds(), note)
 	rep.add("connect", "p50 connect to first echo", name, ms(percentile(samples, 0.50)), "")
 	rep.add("connect", "p99 connect to first echo", name, ms(percentile(samples, 0.99)), "")
+	if cpuOK {
+		rep.add("connect", "proxy CPU per session", name, cpuPer,
+			"user and system time of the proxy's processes, from the first dial to the last close")
+	}
 }
 
 // percentile returns the q-quantile of sorted samples (nearest rank).
