@@ -71,7 +71,7 @@ func runFaults(ctx context.Context, e *env, rep *report) {
 // plus one second, both as the client's kernel received them (see
 // stampConn); the times at which client goroutines read them are noted
 // beside. The proxy starts a session's clock just before it writes the
-// 101, so a close comes a few microseconds early at best.
+// 101, so a close is early by as long as the 101 then takes to arrive.
 func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	n := e.o.faultAfter
 	url := w.url + "/fault/after"
