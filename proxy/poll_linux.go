@@ -99,6 +99,10 @@ func newPoller() (*poller, error) {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(epfd), "wschaos-poller")
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close() // not taken by the runtime's poller: no parking
+		return nil, err
+	}
 	raw, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
