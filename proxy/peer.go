@@ -125,19 +125,18 @@ func (p *peer) tryWritePending() {
 	if f == nil || p.gotClose.Load() || p.gone.Load() {
 		return
 	}
-	if p.flush() == nil {
-		p.writeClose(*f)
-	}
+	p.writeClose(*f)
 	p.gotClose.Store(true)
 }
 
-// writeClose writes a close frame of the proxy's own. On a plain socket it
-// first writes without waiting, which takes a close frame whole unless the
-// peer has stopped reading; only what is left is written with a deadline
-// of closeGrace. A wave closing thousands of sessions is spared a timer
-// update for each. wmu must be held.
+// writeClose writes what the batch writer holds and then a close frame of
+// the proxy's own, within closeGrace. When nothing is batched, on a plain
+// socket, it first writes the frame without waiting, which takes it whole
+// unless the peer has stopped reading, and sets the deadline only for what
+// is left: a wave closing thousands of sessions is spared a timer update
+// for each. wmu must be held.
 func (p *peer) writeClose(b []byte) {
-	if p.br != nil && p.br.raw != nil { // br is set under wmu
+	if p.bw == nil && p.br != nil && p.br.raw != nil { // br is set under wmu
 		raw := p.br.raw
 		var n int
 		var err error
@@ -154,7 +153,9 @@ func (p *peer) writeClose(b []byte) {
 		b = b[max(n, 0):]
 	}
 	p.conn.SetWriteDeadline(time.Now().Add(closeGrace))
-	p.conn.Write(b)
+	if p.flush() == nil {
+		p.conn.Write(b)
+	}
 }
 
 // closeWrite sends a FIN, mirroring a peer that ended without a close frame.
