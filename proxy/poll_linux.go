@@ -39,7 +39,7 @@ type poller struct {
 	// Sweeps end the idle waits of running copiers that have waited since
 	// before the sweep two sweeps ago, so that they park (see
 	// copier.waitIdle); list appends the open sessions to its argument.
-	// Set before run starts; swept and buf are run's own.
+	// swept and buf are run's own.
 	sweeps atomic.Int64
 	list   func([]*session) []*session
 	swept  time.Time
@@ -84,7 +84,9 @@ func (pl *poller) release(now time.Time) {
 	debug.FreeOSMemory()
 }
 
-func newPoller() (*poller, error) {
+// newPoller returns a poller whose sweeps look at the sessions list
+// appends to its argument.
+func newPoller(list func([]*session) []*session) (*poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -108,7 +110,7 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	pl := &poller{epfd: epfd, file: f, raw: raw, parked: map[int32]*copier{}, done: make(chan struct{})}
+	pl := &poller{epfd: epfd, file: f, raw: raw, list: list, parked: map[int32]*copier{}, done: make(chan struct{})}
 	if err := syscall.Pipe2(pl.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
 		f.Close()
 		return nil, err
@@ -181,9 +183,6 @@ func (pl *poller) sweep(now time.Time) {
 	}
 	pl.swept = now
 	n := pl.sweeps.Add(1)
-	if pl.list == nil {
-		return
-	}
 	pl.buf = pl.list(pl.buf[:0])
 	for _, s := range pl.buf {
 		for _, c := range s.copiers {
@@ -192,6 +191,9 @@ func (pl *poller) sweep(now time.Time) {
 	}
 	clear(pl.buf)
 }
+
+// sweepCount returns how many sweeps there have been.
+func (pl *poller) sweepCount() int64 { return pl.sweeps.Load() }
 
 // hold keeps copiers of closing sessions parked until the matching resume.
 func (pl *poller) hold() {

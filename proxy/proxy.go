@@ -203,9 +203,8 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.httpLn = newChanListener(ln.Addr())
 	p.httpSrv = p.newHTTPServer()
 	p.engine = newEngine(p)
-	if pl, err := newPoller(); err == nil {
+	if pl, err := newPoller(p.appendSessions); err == nil {
 		p.poller = pl
-		pl.list = p.appendSessions
 		go pl.run() // goroutine "poller": ends with Shutdown
 	} else {
 		p.log.Debug("idle sessions keep their goroutines", zap.Error(err))

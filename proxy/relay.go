@@ -81,7 +81,7 @@ func (c *copier) waitIdle(pl *poller) bool {
 	if fr.raw == nil || fr.r != fr.w || fr.err != nil {
 		return true
 	}
-	c.idle.Store(max(pl.sweeps.Load(), 1))
+	c.idle.Store(max(pl.sweepCount(), 1))
 	err := fr.fill()
 	if c.idle.Swap(0) == idleInterrupted {
 		c.imu.Lock() // the sweep has set its deadline once this is held
