@@ -88,6 +88,21 @@ func stopAll() {
 }
 
 // forget removes a stopped child from the registry.
+// end stops c, with a grace of 3 s, and forgets it.
+func (c *child) end() {
+	c.stop(3 * time.Second)
+	forget(c)
+}
+
+// startTailed starts cmd as startChild does, keeping the last lines of
+// its standard error for error messages.
+func startTailed(name string, cmd *exec.Cmd) (*child, *tail, error) {
+	errs := &tail{}
+	cmd.Stderr = &lineWriter{fn: func(l []byte) { errs.add(string(l)) }}
+	c, err := startChild(name, cmd)
+	return c, errs, err
+}
+
 func forget(c *child) {
 	children.mu.Lock()
 	defer children.mu.Unlock()

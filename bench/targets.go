@@ -245,10 +245,7 @@ func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosP
 	return w, nil
 }
 
-func (w *wschaosProc) stop() {
-	w.c.stop(3 * time.Second)
-	forget(w.c)
-}
+func (w *wschaosProc) stop() { w.c.end() }
 
 func (e *env) wschaosInstance(ctx context.Context, name, cfg string) (*instance, error) {
 	w, err := e.startWschaos(ctx, name, cfg)
@@ -319,17 +316,11 @@ func (e *env) startNginx(ctx context.Context) (*instance, error) {
 	if help, _ := exec.Command(e.nginxBin, "-h").CombinedOutput(); bytes.Contains(help, []byte("-e filename")) {
 		args = append(args, "-e", filepath.Join(dir, "error.log"))
 	}
-	errs := &tail{}
-	cmd := exec.Command(e.nginxBin, args...)
-	cmd.Stderr = &lineWriter{fn: func(l []byte) { errs.add(string(l)) }}
-	c, err := startChild("nginx", cmd)
+	c, errs, err := startTailed("nginx", exec.Command(e.nginxBin, args...))
 	if err != nil {
 		return nil, err
 	}
-	stop := func() {
-		c.stop(3 * time.Second)
-		forget(c)
-	}
+	stop := c.end
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	if err := waitTCP(ctx, addr, c, 10*time.Second); err != nil {
 		stop()
@@ -347,17 +338,11 @@ func (e *env) startToxiproxy(ctx context.Context) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	errs := &tail{}
-	cmd := exec.Command(e.toxiproxyBin, "-host", "127.0.0.1", "-port", strconv.Itoa(apiPort))
-	cmd.Stderr = &lineWriter{fn: func(l []byte) { errs.add(string(l)) }}
-	c, err := startChild("toxiproxy", cmd)
+	c, errs, err := startTailed("toxiproxy", exec.Command(e.toxiproxyBin, "-host", "127.0.0.1", "-port", strconv.Itoa(apiPort)))
 	if err != nil {
 		return nil, err
 	}
-	stop := func() {
-		c.stop(3 * time.Second)
-		forget(c)
-	}
+	stop := c.end
 	api := "127.0.0.1:" + strconv.Itoa(apiPort)
 	if err := waitTCP(ctx, api, c, 10*time.Second); err != nil {
 		stop()
