@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // Fault precision: how close to its schedule wschaos ends sessions. Both
@@ -102,19 +104,10 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 				readers.Add(1)
 				go func() {
 					defer readers.Done()
-					c.c.SetDeadline(at.Add(15 * time.Second))
-					_, err := c.readMessage(nil)
-					now := time.Now()
-					var ce *closeError
-					if !errors.As(err, &ce) {
-						f.add(fmt.Errorf("no close frame: %v", err))
-						c.c.Close()
+					tclose, now, ok2, closed := awaitClose(c, at.Add(15*time.Second), afterCode, &f, &wrong)
+					if !closed {
 						return
 					}
-					if ce.code != afterCode {
-						wrong.Add(1)
-					}
-					tclose, ok2 := arrived(c.c)
 					if !ok || !ok2 {
 						unstamped.Add(1)
 					}
@@ -177,19 +170,10 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			c.c.SetDeadline(time.Now().Add(wait))
-			_, err := c.readMessage(nil)
-			now := time.Now()
-			var ce *closeError
-			if !errors.As(err, &ce) {
-				f.add(fmt.Errorf("no close frame: %v", err))
-				c.c.Close()
+			t, now, ok, closed := awaitClose(c, time.Now().Add(wait), everyCode, &f, &wrong)
+			if !closed {
 				return
 			}
-			if ce.code != everyCode {
-				wrong.Add(1)
-			}
-			t, ok := arrived(c.c)
 			if !ok {
 				unstamped.Add(1)
 			}
@@ -256,6 +240,28 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	case <-time.After(2 * time.Second):
 		logf("wschaos: no \"clock ticked\" line after the tick")
 	}
+}
+
+// awaitClose reads c's close frame, until deadline. It returns when the
+// frame reached the client's kernel (stamped false: when it was read, see
+// arrived) and when it was read; closed is false, the failure counted in f
+// and c closed, if no close frame came. A close with another code than
+// want is counted in wrong.
+func awaitClose(c *wsConn, deadline time.Time, want ws.StatusCode, f *failures, wrong *atomic.Int64) (arrival, read time.Time, stamped, closed bool) {
+	c.c.SetDeadline(deadline)
+	_, err := c.readMessage(nil)
+	read = time.Now()
+	var ce *closeError
+	if !errors.As(err, &ce) {
+		f.add(fmt.Errorf("no close frame: %v", err))
+		c.c.Close()
+		return time.Time{}, read, false, false
+	}
+	if ce.code != want {
+		wrong.Add(1)
+	}
+	arrival, stamped = arrived(c.c)
+	return arrival, read, stamped, true
 }
 
 func drain(ch chan time.Time) {
