@@ -22,10 +22,9 @@ Exits on stdin EOF or after --lifetime seconds.
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
-import urllib.parse
+
+from upstream_kit import emit, last_segment, query, run, serve_until_eof
 
 import websockets
 import websockets.exceptions
@@ -34,20 +33,6 @@ from websockets.legacy.server import WebSocketServerProtocol
 
 def now_ms():
     return time.time() * 1000.0
-
-
-def emit(**event):
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
-
-
-def last_segment(path):
-    segs = [s for s in urllib.parse.urlsplit(path).path.split("/") if s]
-    return segs[-1] if segs else ""
-
-
-def query(path):
-    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query, keep_blank_values=True))
 
 
 class ReportingProtocol(WebSocketServerProtocol):
@@ -105,24 +90,8 @@ async def main():
     )
     emit(event="listening", port=server.sockets[0].getsockname()[1])
 
-    loop = asyncio.get_running_loop()
-    eof = loop.run_in_executor(None, sys.stdin.buffer.read)
-    try:
-        await asyncio.wait_for(eof, timeout=args.lifetime)
-    except asyncio.TimeoutError:
-        pass
-    server.close()
-    try:
-        await asyncio.wait_for(server.wait_closed(), 3)
-    except asyncio.TimeoutError:
-        pass
+    await serve_until_eof(server, args.lifetime)
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    sys.stdout.flush()
-    # The stdin reader thread may still be blocked; leave without joining it.
-    os._exit(0)
+    run(main)

@@ -25,26 +25,12 @@ import argparse
 import asyncio
 import http
 import json
-import sys
-import urllib.parse
+
+from upstream_kit import emit, last_segment, query, run, serve_until_eof
 
 import websockets
 import websockets.exceptions
 from websockets.legacy.server import WebSocketServerProtocol
-
-
-def emit(**event):
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
-
-
-def last_segment(path):
-    segs = [s for s in urllib.parse.urlsplit(path).path.split("/") if s]
-    return segs[-1] if segs else ""
-
-
-def query(path):
-    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query, keep_blank_values=True))
 
 
 class RecordingProtocol(WebSocketServerProtocol):
@@ -147,25 +133,8 @@ async def main():
     port = server.sockets[0].getsockname()[1]
     emit(event="listening", port=port)
 
-    loop = asyncio.get_running_loop()
-    eof = loop.run_in_executor(None, sys.stdin.buffer.read)
-    try:
-        await asyncio.wait_for(eof, timeout=args.lifetime)
-    except asyncio.TimeoutError:
-        pass
-    server.close()
-    try:
-        await asyncio.wait_for(server.wait_closed(), 3)
-    except asyncio.TimeoutError:
-        pass
+    await serve_until_eof(server, args.lifetime)
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    # The stdin reader thread may still be blocked; leave without joining it.
-    sys.stdout.flush()
-    import os
-    os._exit(0)
+    run(main)
