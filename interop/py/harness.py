@@ -30,6 +30,22 @@ def kill_children():
                 pass
 
 
+def run_suite(main):
+    """Runs the suite's coroutine function main and exits with its return
+    code, killing every child process on the way out and on SIGTERM."""
+    def on_term(signum, frame):
+        kill_children()
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        rc = asyncio.run(main())
+    finally:
+        kill_children()
+    sys.stdout.flush()
+    os._exit(rc)
+
+
 class Proc:
     """A child process that reports JSON events on stdout, one per line."""
 

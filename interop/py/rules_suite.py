@@ -1042,16 +1042,5 @@ async def main():
     return 1 if r.failed else 0
 
 
-def _on_term(signum, frame):
-    harness.kill_children()
-    os._exit(1)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_term)
-    try:
-        rc = asyncio.run(main())
-    finally:
-        harness.kill_children()
-    sys.stdout.flush()
-    os._exit(rc)
+    harness.run_suite(main)
