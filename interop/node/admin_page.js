@@ -17,6 +17,7 @@ const os = require('os');
 const path = require('path');
 const readline = require('readline');
 const { spawn } = require('child_process');
+const B = require('./browser');
 const L = require('./lib');
 
 const { Fail, Skip, check, checkTrue, Runner, sleep } = L;
@@ -24,12 +25,7 @@ const { Fail, Skip, check, checkTrue, Runner, sleep } = L;
 const LABEL = 'admin-page';
 const ROOT = path.resolve(__dirname, '..', '..');
 const ARTIFACTS = path.join(ROOT, 'artifacts', 'admin');
-const CHROMIUM = process.env.INTEROP_CHROMIUM || '/usr/bin/chromium';
 const CI = process.env.CI === 'true';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const VIEWPORT = { width: 1366, height: 768 };
 const TOKEN = 's3cret';
 const RULE = 'hourly-restart';
@@ -427,14 +423,7 @@ async function main() {
     if (!bin) throw new Error('--bin is required');
     S.bin = bin;
     const selected = cases.filter((c) => !filter || c.name.includes(filter));
-    let chromium = null;
-    let missing = null;
-    try {
-      ({ chromium } = require('playwright-core'));
-    } catch (e) {
-      missing = 'playwright-core missing (npm ci --prefix interop/node)';
-    }
-    if (!missing && !fs.existsSync(CHROMIUM)) missing = `${CHROMIUM} not found (apt-get install chromium)`;
+    const { chromium, missing } = B.loadChromium();
     if (missing) {
       for (const c of selected) {
         await r.run(c.name, async () => { if (CI) throw new Fail(missing); throw new Skip(missing); }, 5000);
@@ -450,15 +439,9 @@ async function main() {
     procs.push(S.proxy);
 
     userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wschaos-admin-page-'));
-    let launchError = null;
-    try {
-      ctx = await chromium.launchPersistentContext(userDir, {
-        executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30000, viewport: VIEWPORT,
-      });
-      if (ctx.browser()) console.log(`chromium ${ctx.browser().version()}`);
-    } catch (e) {
-      launchError = `launching ${CHROMIUM} failed: ${e && e.message ? e.message.split('\n')[0] : e}`;
-    }
+    let launchError;
+    ({ ctx, launchError } = await B.launch(chromium, userDir, VIEWPORT));
+    if (ctx && ctx.browser()) console.log(`chromium ${ctx.browser().version()}`);
     if (!launchError) {
       // Nothing but the two proxies on 127.0.0.1.
       await ctx.route('**/*', (route) => {

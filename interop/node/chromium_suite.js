@@ -14,6 +14,7 @@ const fs = require('fs');
 const http = require('http');
 const os = require('os');
 const path = require('path');
+const B = require('./browser');
 const L = require('./lib');
 const K = require('./rules_kit');
 
@@ -22,12 +23,7 @@ const { Fail, Skip, check, Runner } = L;
 const LABEL = 'chromium';
 const ROOT = path.resolve(__dirname, '..', '..');
 const ARTIFACTS = path.join(ROOT, 'artifacts', 'chromium');
-const CHROMIUM = process.env.INTEROP_CHROMIUM || '/usr/bin/chromium';
 const CI = process.env.CI === 'true';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 const PAGE = `<!doctype html>
 <html><head><meta charset="utf-8"><title>wschaos in Chromium</title>
@@ -121,14 +117,7 @@ async function main() {
   const cases = CASES.filter((c) => !filter || `${LABEL}: ${c.name}`.includes(filter));
   try {
     if (!bin) throw new Error('--bin is required');
-    let chromium = null;
-    let missing = null;
-    try {
-      ({ chromium } = require('playwright-core'));
-    } catch (e) {
-      missing = 'playwright-core missing (npm ci --prefix interop/node)';
-    }
-    if (!missing && !fs.existsSync(CHROMIUM)) missing = `${CHROMIUM} not found (apt-get install chromium)`;
+    const { chromium, missing } = B.loadChromium();
     if (missing) {
       for (const c of cases) {
         await r.run(`${LABEL}: ${c.name}`, async () => { if (CI) throw new Fail(missing); throw new Skip(missing); }, 5000);
@@ -140,17 +129,9 @@ async function main() {
     const pageBase = `http://127.0.0.1:${server.address().port}/case.html`;
     const proxy = await P.start('proxy-chromium', CASES.map((c) => c.rule), { upstream: 'echo' });
     userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wschaos-chromium-'));
-    let version = '';
-    let launchError = null;
-    try {
-      ctx = await chromium.launchPersistentContext(userDir, {
-        executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30000,
-        viewport: { width: 900, height: 420 },
-      });
-      version = ctx.browser() ? ctx.browser().version() : '';
-    } catch (e) {
-      launchError = `launching ${CHROMIUM} failed: ${e && e.message ? e.message.split('\n')[0] : e}`;
-    }
+    let launchError;
+    ({ ctx, launchError } = await B.launch(chromium, userDir, { width: 900, height: 420 }));
+    const version = ctx && ctx.browser() ? ctx.browser().version() : '';
     // Registered after the launch, so that on a signal it runs after
     // playwright's own exit handler has killed the browser.
     const dir = userDir;
