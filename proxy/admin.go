@@ -183,7 +183,7 @@ func (s *session) manual(m Manual, w *wave) bool {
 		}
 	}
 	w.then(func() { // in a wave, after every client has its close (see fire)
-		s.logger().Info("fault fired", zap.String("rule", "manual"), zap.Stringer("action", m.Action),
+		s.log(zap.InfoLevel, "fault fired", zap.String("rule", "manual"), zap.Stringer("action", m.Action),
 			zap.Int("code", code), zap.String("reason", m.Reason))
 	})
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,

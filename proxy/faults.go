@@ -183,7 +183,7 @@ func (s *session) fire(sr *sessionRule, w *wave) bool {
 	}
 	// In a wave the line is written in the second pass: the first one
 	// does only what the clients see. The event keeps the firing's time.
-	w.then(func() { s.logger().Info("fault fired", fields...) })
+	w.then(func() { s.log(zap.InfoLevel, "fault fired", fields...) })
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Code: code, Reason: a.Reason})

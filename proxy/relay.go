@@ -139,7 +139,7 @@ func (c *copier) loop() error {
 			return err
 		}
 		if debug {
-			s.logger().Debug("frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
+			s.log(zap.DebugLevel, "frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
 				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
 		}
 		if s.isHung(src.side) {
@@ -309,7 +309,7 @@ func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 	dst.wmu.Unlock()
 
 	src.sentClose.Store(true)
-	c.s.logger().Debug("close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
+	c.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
 	if dst.sentClose.Load() {
 		c.s.maybeFinish()
 	} else {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/wschaos/wschaos/rules"
 )
@@ -147,11 +148,13 @@ func (s *session) peers(src *peer) (other *peer) {
 }
 
 // open relays frames until the session ends or the proxy stops. It starts
-// the session's two copiers and returns: the copier that ends last closes
-// the session (finish). A busy session costs two small goroutine stacks
-// rather than the handshake's deeper one, and an idle one none.
+// one of the session's two copiers on a goroutine of its own and runs the
+// other itself, on the handshake's goroutine (one goroutine fewer to start
+// per session); the copier that ends last closes the session (finish). A
+// copier whose source falls quiet parks, ending its goroutine, so that an
+// idle session has none.
 func (s *session) open() {
-	s.logger().Info("session opened", zap.String("subprotocol", s.proto))
+	s.log(zap.InfoLevel, "session opened", zap.String("subprotocol", s.proto))
 	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
 	if d := s.p.IdleTimeout; d > 0 {
@@ -171,10 +174,19 @@ func (s *session) open() {
 	// goroutine, whenever its source has been quiet for parkAfter. The
 	// session may be ending already: states move by compare-and-swap, so
 	// each copier is started exactly once, here or by the poller.
+	var inline *copier
 	for _, c := range s.copiers {
-		if c.state.CompareAndSwap(0, copierRunning) {
-			go c.run() // copier "client->upstream" or "upstream->client"
+		if !c.state.CompareAndSwap(0, copierRunning) {
+			continue
 		}
+		if inline == nil {
+			inline = c
+			continue
+		}
+		go c.run() // copier "client->upstream" or "upstream->client"
+	}
+	if inline != nil {
+		inline.run()
 	}
 }
 
@@ -209,7 +221,19 @@ func (s *session) finish() {
 		p.wmu.Unlock()
 	}
 
-	fields := []zap.Field{
+	if s.p.log.Core().Enabled(zap.InfoLevel) {
+		s.logEnd(end)
+	}
+	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
+		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
+		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
+		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
+	s.p.removeSession(s)
+}
+
+// logEnd writes the session's last line.
+func (s *session) logEnd(end endInfo) {
+	fields := append(make([]zap.Field, 0, 12),
 		zap.String("subprotocol", s.proto),
 		zap.Duration("duration", time.Since(s.start)),
 		zap.Uint64("client_frames", s.client.frames.Load()),
@@ -220,16 +244,11 @@ func (s *session) finish() {
 		zap.Uint64("upstream_bytes", s.upstream.bytes.Load()),
 		zap.String("closed_by", end.by),
 		zap.String("why", end.why),
-	}
+	)
 	if end.code != 0 {
 		fields = append(fields, zap.Int("close_code", int(end.code)), zap.String("close_reason", end.reason))
 	}
-	s.logger().Info("session ended", fields...)
-	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
-		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
-		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
-		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
-	s.p.removeSession(s)
+	s.log(zap.InfoLevel, "session ended", fields...)
 }
 
 // stopTimers stops every timer of the session and its rules, and returns
@@ -250,11 +269,19 @@ func (s *session) stopTimers() endInfo {
 	return s.end
 }
 
-// logger returns the proxy's logger with the session's fields. It is made
-// when a line is logged rather than kept, so that an idle session does not
-// hold an encoder of its own.
-func (s *session) logger() *zap.Logger {
-	return s.p.log.With(zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
+// log writes a line at lvl, if lvl is enabled, with the session's fields
+// (session, client, path) ahead of its own. The fields go into the line as
+// it is written rather than into a logger of the session's: an idle
+// session holds no encoder, and a line costs one allocation for its
+// fields rather than a copy of the logger and its encoder.
+func (s *session) log(lvl zapcore.Level, msg string, fields ...zap.Field) {
+	ce := s.p.log.Check(lvl, msg)
+	if ce == nil {
+		return
+	}
+	all := make([]zap.Field, 0, 3+len(fields))
+	all = append(all, zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
+	ce.Write(append(all, fields...)...)
 }
 
 // setEnd records who ended the session, if nobody has yet.
@@ -293,7 +320,7 @@ func (s *session) closeBoth(code ws.StatusCode, reason, why string) {
 // fail answers a peer that broke the protocol: it gets code and reason, the
 // other side 1001.
 func (s *session) fail(src *peer, code ws.StatusCode, reason string) {
-	s.logger().Warn("protocol violation", zap.Stringer("by", src.side), zap.String("violation", reason))
+	s.log(zap.WarnLevel, "protocol violation", zap.Stringer("by", src.side), zap.String("violation", reason))
 	s.setEnd(src.side.String(), "protocol violation: "+reason, code, reason)
 	s.closing.Store(true)
 	s.arm(closeGrace)
