@@ -613,6 +613,23 @@ func rawPair(t testing.TB, opts ...func(*proxy.Proxy)) (client, upstream *rawCon
 	return client, up.accept(t)
 }
 
+// eachDirection runs test as two subtests, "from client" and "from
+// upstream", each on a fresh session through a proxy in front of a raw
+// upstream: src is the raw end that sends, dst the one that receives.
+func eachDirection(t *testing.T, test func(t *testing.T, src, dst *rawConn)) {
+	t.Helper()
+	for _, from := range []string{"client", "upstream"} {
+		t.Run("from "+from, func(t *testing.T) {
+			client, upstream := rawPair(t)
+			if from == "upstream" {
+				test(t, upstream, client)
+				return
+			}
+			test(t, client, upstream)
+		})
+	}
+}
+
 // checkGoroutines fails the test if, when it ends and after every cleanup
 // registered later has run, more goroutines are running than now. It
 // retries for a while, since goroutines take a moment to end.

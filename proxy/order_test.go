@@ -32,31 +32,24 @@ func TestFramesInOneWrite(t *testing.T) {
 		{true, ws.OpText, []byte("last")},
 		{true, ws.OpBinary, nil},
 	}
-	for _, from := range []string{"client", "upstream"} {
-		t.Run("from "+from, func(t *testing.T) {
-			client, upstream := rawPair(t)
-			src, dst := client, upstream
-			if from == "upstream" {
-				src, dst = upstream, client
+	eachDirection(t, func(t *testing.T, src, dst *rawConn) {
+		var out []byte
+		for _, f := range frames {
+			out = append(out, src.frame(f.fin, f.op, f.payload)...)
+		}
+		out = append(out, src.frame(true, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "done"))...)
+		src.write(t, out)
+		for i, want := range frames {
+			got := dst.readFrame(t)
+			if got.Header.Fin != want.fin || got.Header.OpCode != want.op || !bytes.Equal(got.Payload, want.payload) {
+				t.Fatalf("frame %d: got fin %v %v %s; want fin %v %v %s", i, got.Header.Fin, got.Header.OpCode,
+					diffBytes(got.Payload, want.payload), want.fin, want.op, fmt.Sprintf("%d bytes", len(want.payload)))
 			}
-			var out []byte
-			for _, f := range frames {
-				out = append(out, src.frame(f.fin, f.op, f.payload)...)
-			}
-			out = append(out, src.frame(true, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "done"))...)
-			src.write(t, out)
-			for i, want := range frames {
-				got := dst.readFrame(t)
-				if got.Header.Fin != want.fin || got.Header.OpCode != want.op || !bytes.Equal(got.Payload, want.payload) {
-					t.Fatalf("frame %d: got fin %v %v %s; want fin %v %v %s", i, got.Header.Fin, got.Header.OpCode,
-						diffBytes(got.Payload, want.payload), want.fin, want.op, fmt.Sprintf("%d bytes", len(want.payload)))
-				}
-			}
-			dst.expectClose(t, ws.StatusNormalClosure, "done")
-			dst.writeClose(t, ws.StatusNormalClosure, "done")
-			src.expectClose(t, ws.StatusNormalClosure, "done")
-		})
-	}
+		}
+		dst.expectClose(t, ws.StatusNormalClosure, "done")
+		dst.writeClose(t, ws.StatusNormalClosure, "done")
+		src.expectClose(t, ws.StatusNormalClosure, "done")
+	})
 }
 
 // TestViolationBehindValidFramesInOneWrite checks that a frame breaking the
@@ -87,59 +80,52 @@ func TestRelayUnderBackpressure(t *testing.T) {
 		count = 4096
 		size  = 2 << 10 // 8 MiB in all, more than loopback buffers hold
 	)
-	for _, from := range []string{"client", "upstream"} {
-		t.Run("from "+from, func(t *testing.T) {
-			client, upstream := rawPair(t)
-			src, dst := client, upstream
-			if from == "upstream" {
-				src, dst = upstream, client
-			}
-			var batch []byte
-			written := make(chan error, 1)
-			go func() {
-				src.SetWriteDeadline(time.Now().Add(transferTimeout(count * size)))
-				payload := make([]byte, size)
-				for i := range count {
-					binary.BigEndian.PutUint32(payload, uint32(i))
-					batch = append(batch, src.frame(true, ws.OpBinary, payload)...)
-					if len(batch) >= 64<<10 || i == count-1 {
-						if _, err := src.Write(batch); err != nil {
-							written <- err
-							return
-						}
-						batch = batch[:0]
-					}
-				}
-				written <- nil
-			}()
-			// The reader starts once the writer is stuck or done.
-			select {
-			case err := <-written:
-				t.Logf("writer done before the reader started: %v", err)
-				written <- err
-			case <-time.After(200 * time.Millisecond):
-			}
-			dst.SetReadDeadline(time.Now().Add(transferTimeout(count * size)))
+	eachDirection(t, func(t *testing.T, src, dst *rawConn) {
+		var batch []byte
+		written := make(chan error, 1)
+		go func() {
+			src.SetWriteDeadline(time.Now().Add(transferTimeout(count * size)))
+			payload := make([]byte, size)
 			for i := range count {
-				h, err := ws.ReadHeader(dst.br)
-				if err != nil {
-					t.Fatalf("frame %d: got %v; want a header", i, err)
-				}
-				p := make([]byte, h.Length)
-				if _, err := io.ReadFull(dst.br, p); err != nil {
-					t.Fatalf("frame %d: got %v; want %d bytes", i, err, h.Length)
-				}
-				if h.Masked {
-					ws.Cipher(p, h.Mask, 0)
-				}
-				if h.OpCode != ws.OpBinary || len(p) != size || binary.BigEndian.Uint32(p) != uint32(i) {
-					t.Fatalf("frame %d: got %v, %d bytes, number %d; want binary, %d bytes, number %d",
-						i, h.OpCode, len(p), binary.BigEndian.Uint32(p), size, i)
+				binary.BigEndian.PutUint32(payload, uint32(i))
+				batch = append(batch, src.frame(true, ws.OpBinary, payload)...)
+				if len(batch) >= 64<<10 || i == count-1 {
+					if _, err := src.Write(batch); err != nil {
+						written <- err
+						return
+					}
+					batch = batch[:0]
 				}
 			}
-			if err := <-written; err != nil {
-				t.Fatalf("writer: got %v; want nil", err)
+			written <- nil
+		}()
+		// The reader starts once the writer is stuck or done.
+		select {
+		case err := <-written:
+			t.Logf("writer done before the reader started: %v", err)
+			written <- err
+		case <-time.After(200 * time.Millisecond):
+		}
+		dst.SetReadDeadline(time.Now().Add(transferTimeout(count * size)))
+		for i := range count {
+			h, err := ws.ReadHeader(dst.br)
+			if err != nil {
+				t.Fatalf("frame %d: got %v; want a header", i, err)
 			}
-		})
-	}
+			p := make([]byte, h.Length)
+			if _, err := io.ReadFull(dst.br, p); err != nil {
+				t.Fatalf("frame %d: got %v; want %d bytes", i, err, h.Length)
+			}
+			if h.Masked {
+				ws.Cipher(p, h.Mask, 0)
+			}
+			if h.OpCode != ws.OpBinary || len(p) != size || binary.BigEndian.Uint32(p) != uint32(i) {
+				t.Fatalf("frame %d: got %v, %d bytes, number %d; want binary, %d bytes, number %d",
+					i, h.OpCode, len(p), binary.BigEndian.Uint32(p), size, i)
+			}
+		}
+		if err := <-written; err != nil {
+			t.Fatalf("writer: got %v; want nil", err)
+		}
+	})
 }

@@ -387,13 +387,8 @@ func TestFrameIsNotHeldBackByAPartialNextHeader(t *testing.T) {
 		{"5 bytes", 5},
 	}
 	for _, tt := range tests {
-		for _, from := range []string{"client", "upstream"} {
-			t.Run(tt.name+"/from "+from, func(t *testing.T) {
-				client, upstream := rawPair(t)
-				src, dst := client, upstream
-				if from == "upstream" {
-					src, dst = upstream, client
-				}
+		t.Run(tt.name, func(t *testing.T) {
+			eachDirection(t, func(t *testing.T, src, dst *rawConn) {
 				first := src.frame(true, ws.OpText, []byte("complete frame"))
 				second := src.frame(true, ws.OpText, []byte("next frame"))
 				split := min(tt.split, len(second)-1)
@@ -406,7 +401,7 @@ func TestFrameIsNotHeldBackByAPartialNextHeader(t *testing.T) {
 					t.Errorf("second frame: got %q; want %q", f.Payload, "next frame")
 				}
 			})
-		}
+		})
 	}
 }
 
