@@ -99,7 +99,7 @@ func parseFlags(args []string) (*options, error) {
 
 	fs.IntVar(&o.srcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
 	fs.IntVar(&o.dialers, "dial-workers", 200, "concurrent dialers opening idle and fault sessions")
-	fs.DurationVar(&o.warmup, "warmup", time.Second, "latency and throughput: time run but not measured")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "latency, throughput and connect: time run but not measured")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle memory: wait before each RSS reading")
 
 	fs.IntVar(&o.latConns, "lat-conns", 64, "latency: connections")

@@ -385,38 +385,50 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	url := inst.url + "/bench/connect"
 	payload := []byte("0123456789abcdef0123456789abcdef")
 	frame := clientFrame(ws.OpText, payload)
+	// dialers opens sessions on every dialer until end or until left runs
+	// out, and returns each dialer's connect-to-first-echo times.
+	dialers := func(left *atomic.Int64, end time.Time, f *failures) [][]time.Duration {
+		all := make([][]time.Duration, e.o.connDialers)
+		var wg sync.WaitGroup
+		for i := range e.o.connDialers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var samples []time.Duration
+				for left.Add(-1) >= 0 && time.Now().Before(end) && ctx.Err() == nil {
+					t0 := time.Now()
+					c, err := e.dialer.dial(ctx, url, 10*time.Second)
+					if err != nil {
+						f.add(err)
+						continue
+					}
+					if err := c.echo(frame, len(payload), 10*time.Second); err != nil {
+						f.add(err)
+						c.c.Close()
+						continue
+					}
+					samples = append(samples, time.Since(t0))
+					c.closeGracefully(5 * time.Second)
+				}
+				all[i] = samples
+			}()
+		}
+		wg.Wait()
+		return all
+	}
+	// The warm-up opens sessions the same way, unmeasured, so that the
+	// harness's own first-time costs (its dialers' stacks and heap) do not
+	// fall on whichever target runs first.
+	var warm atomic.Int64
+	warm.Store(int64(e.o.connCount))
+	dialers(&warm, time.Now().Add(e.o.warmup), &failures{})
+
 	var f failures
 	var left atomic.Int64
 	left.Store(int64(e.o.connCount))
 	start := time.Now()
-	end := start.Add(e.o.connDuration)
-	all := make([][]time.Duration, e.o.connDialers)
 	cpu := startCPU(inst.pids)
-	var wg sync.WaitGroup
-	for i := range e.o.connDialers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var samples []time.Duration
-			for left.Add(-1) >= 0 && time.Now().Before(end) && ctx.Err() == nil {
-				t0 := time.Now()
-				c, err := e.dialer.dial(ctx, url, 10*time.Second)
-				if err != nil {
-					f.add(err)
-					continue
-				}
-				if err := c.echo(frame, len(payload), 10*time.Second); err != nil {
-					f.add(err)
-					c.c.Close()
-					continue
-				}
-				samples = append(samples, time.Since(t0))
-				c.closeGracefully(5 * time.Second)
-			}
-			all[i] = samples
-		}()
-	}
-	wg.Wait()
+	all := dialers(&left, start.Add(e.o.connDuration), &f)
 	elapsed := time.Since(start)
 	samples := slices.Concat(all...)
 	cpuPer, cpuOK := cpu.per(len(samples))
