@@ -72,11 +72,11 @@ func (p *Proxy) handle(conn net.Conn) {
 func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Request, pooled bool) {
 	start := time.Now()
 	id := p.nextID.Add(1)
-	log := p.log.With(
-		zap.Uint64("session", id),
-		zap.Stringer("client", conn.RemoteAddr()),
-		zap.String("path", req.URL.Path),
-	)
+	// The handshake's lines carry the session's fields; the logger is made
+	// only for a line, which a session that opens does not log here.
+	log := func() *zap.Logger {
+		return p.log.With(zap.Uint64("session", id), zap.Stringer("client", conn.RemoteAddr()), zap.String("path", req.URL.Path))
+	}
 	answerBy := func() {
 		// The handshake deadline may have passed while the upstream was
 		// dialed; the client still gets its answer.
@@ -100,7 +100,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		if errors.Is(err, errBadVersion) {
 			status = http.StatusUpgradeRequired
 		}
-		log.Info("upgrade refused", zap.Int("status", status), zap.Error(err))
+		log().Info("upgrade refused", zap.Int("status", status), zap.Error(err))
 		refuse(status, RefusedBadRequest, err)
 		return
 	}
@@ -108,7 +108,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	info := sessionInfo(req, conn)
 	if lr := p.engine.rejectFor(&info, id); lr != nil {
 		answerBy()
-		p.reject(conn, lr, log, id, req)
+		p.reject(conn, lr, log(), id, req)
 		refuse(lr.Action.Status, RefusedRule, fmt.Errorf("rule %s", lr.Name))
 		return
 	}
@@ -126,7 +126,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 			}
 			writeStatus(conn, status, "upstream unreachable: "+err.Error())
 		}
-		log.Warn("upstream refused the session", zap.Int("status", status), zap.Error(err))
+		log().Warn("upstream refused the session", zap.Int("status", status), zap.Error(err))
 		refuse(status, step, err)
 		return
 	}
@@ -154,7 +154,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	u := ws.HTTPUpgrader{Header: up.answer}
 	if _, _, _, err := u.Upgrade(req, &hijacker{conn: conn, br: br}); err != nil {
 		client.wmu.Unlock()
-		log.Info("client handshake failed", zap.Error(err))
+		log().Info("client handshake failed", zap.Error(err))
 		s.stopCtx()
 		s.stopTimers()
 		up.close()
