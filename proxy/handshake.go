@@ -142,7 +142,6 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		s.attach() // before the 101: the session is listed with its rules from the start
 	}
 	if !ok {
-		s.stopCtx()
 		up.close()
 		p.dropSession(s)
 		answerBy()
@@ -155,7 +154,6 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	if _, _, _, err := u.Upgrade(req, &hijacker{conn: conn, br: br}); err != nil {
 		client.wmu.Unlock()
 		log().Info("client handshake failed", zap.Error(err))
-		s.stopCtx()
 		s.stopTimers()
 		up.close()
 		p.dropSession(s)

@@ -317,7 +317,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	p.cancel() // ends every session that is still open
+	p.cancel()
+	p.abortSessions()
 	p.engine.stop()
 	if herr := <-httpDone; herr != nil {
 		// Requests still in flight when ctx ended are cut.
@@ -332,6 +333,22 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.poller.stop()
 	}
 	return err
+}
+
+// abortSessions ends every session still open without waiting for its
+// close handshake: Shutdown's time is up. No session is added meanwhile:
+// the proxy is closing, and addSession refuses.
+func (p *Proxy) abortSessions() {
+	p.mu.Lock()
+	sessions := make([]*session, 0, len(p.sessions))
+	for s := range p.sessions {
+		sessions = append(sessions, s)
+	}
+	p.mu.Unlock()
+	for _, s := range sessions {
+		s.setEnd("proxy", "forced shutdown", 0, "")
+		s.abort()
+	}
 }
 
 // Close is Shutdown with no time to drain: close frames go out where they

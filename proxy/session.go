@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -57,8 +56,7 @@ type session struct {
 	inspecting atomic.Uint32 // directions with on_message rules
 	hung       atomic.Uint32 // directions not relayed any more
 
-	live    atomic.Int32 // copiers still running
-	stopCtx func() bool  // stops the shutdown watch
+	live atomic.Int32 // copiers still running
 
 	mu     sync.Mutex
 	opened bool          // on-connect rules have fired
@@ -99,8 +97,6 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client,
 	s.rsv, s.strict = allowedRSV(hs)
 	s.rules.Store(&[]*sessionRule{})
 	s.live.Store(int32(len(s.copiers)))
-	// A forced shutdown ends the session, from its start on.
-	s.stopCtx = context.AfterFunc(p.base, func() { s.setEnd("proxy", "forced shutdown", 0, ""); s.abort() })
 	return s
 }
 
@@ -212,7 +208,6 @@ func (s *session) copierDone() {
 
 // finish closes what remains of the session, logs its end and forgets it.
 func (s *session) finish() {
-	s.stopCtx()
 	end := s.stopTimers()
 	s.abort()
 	for _, p := range []*peer{s.client, s.upstream} {

@@ -123,6 +123,7 @@ func TestShutdownForcesSilentSessions(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			shut := make(chan error, 1)
+			start := time.Now()
 			go func() { shut <- p.Shutdown(ctx) }()
 
 			for _, end := range []struct {
@@ -140,6 +141,12 @@ func TestShutdownForcesSilentSessions(t *testing.T) {
 			case err := <-shut:
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("Shutdown: got %v; want %v", err, context.DeadlineExceeded)
+				}
+				// Left alone, the sessions would end by their own close
+				// handshake timer, 2 s after the close frames: Shutdown
+				// must end them when its context is done instead.
+				if d := time.Since(start); d >= 2*time.Second {
+					t.Errorf("Shutdown: returned after %v; want it to end the sessions once its 300ms context is done, before their 2s close timer", d.Round(time.Millisecond))
 				}
 			case <-time.After(testTimeout):
 				t.Fatalf("Shutdown: got no return within %v; want %v", testTimeout, context.DeadlineExceeded)
