@@ -22,8 +22,6 @@ import (
 	coder "github.com/coder/websocket"
 	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/wschaos/wschaos/proxy"
 )
@@ -51,14 +49,17 @@ func listenLocal(t testing.TB) net.Listener {
 }
 
 // startProxy serves a Proxy in front of upstream on a loopback port. opts
-// adjust the Proxy before Serve. It returns the ws:// URL of the proxy; the
-// proxy is closed, and Serve's return checked, when the test ends.
+// adjust the Proxy before Serve. It returns the ws:// URL of the proxy.
+// When the test ends the proxy is closed within a bound: a proxy that does
+// not close fails the test, with the sessions it still holds and the
+// stacks of its goroutines, instead of hanging the package; Serve's return
+// is checked too.
 func startProxy(t testing.TB, upstream *url.URL, opts ...func(*proxy.Proxy)) (string, *proxy.Proxy) {
 	t.Helper()
 	p := &proxy.Proxy{
 		Upstream:         upstream,
 		HandshakeTimeout: testTimeout,
-		Logger:           zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+		Logger:           testLogger(t),
 	}
 	for _, o := range opts {
 		o(p)
@@ -67,8 +68,17 @@ func startProxy(t testing.TB, upstream *url.URL, opts ...func(*proxy.Proxy)) (st
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
 	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("Close: got %v; want nil", err)
+		closed := make(chan error, 1)
+		go func() { closed <- p.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Close: got %v; want nil", err)
+			}
+		case <-time.After(testTimeout):
+			t.Errorf("Close: got no return within %v; want nil (still open: %+v; stats %+v)\n%s",
+				testTimeout, p.Sessions(), p.Stats(), proxyStacks())
+			return
 		}
 		select {
 		case err := <-served:

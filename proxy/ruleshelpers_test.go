@@ -168,52 +168,11 @@ func startRules(t testing.TB, upstream *url.URL, set *rules.Set, opts ...func(*p
 		p.Events = ev
 		p.Seed = 1
 	}}, opts...)
-	addr, p := serveBounded(t, upstream, all...)
+	addr, p := startProxy(t, upstream, all...)
 	// Serve runs in a goroutine: wait until it has loaded the rules, which
 	// EnableRule and RuleInfos look at.
 	waitUntil(t, "the proxy is ready", p.Ready)
 	return addr, p, ev
-}
-
-// serveBounded is startProxy with a bounded Close: a proxy that does not
-// close fails the test instead of hanging the package, and reports the
-// sessions it still holds.
-func serveBounded(t testing.TB, upstream *url.URL, opts ...func(*proxy.Proxy)) (string, *proxy.Proxy) {
-	t.Helper()
-	p := &proxy.Proxy{
-		Upstream:         upstream,
-		HandshakeTimeout: testTimeout,
-		Logger:           testLogger(t),
-	}
-	for _, o := range opts {
-		o(p)
-	}
-	ln := listenLocal(t)
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
-	t.Cleanup(func() {
-		closed := make(chan error, 1)
-		go func() { closed <- p.Close() }()
-		select {
-		case err := <-closed:
-			if err != nil {
-				t.Errorf("Close: got %v; want nil", err)
-			}
-		case <-time.After(testTimeout):
-			t.Errorf("Close: got no return within %v; want nil (still open: %+v; stats %+v)\n%s",
-				testTimeout, p.Sessions(), p.Stats(), proxyStacks())
-			return
-		}
-		select {
-		case err := <-served:
-			if !errors.Is(err, proxy.ErrServerClosed) {
-				t.Errorf("Serve: got %v; want %v", err, proxy.ErrServerClosed)
-			}
-		case <-time.After(testTimeout):
-			t.Errorf("Serve: got no return within %v of Close; want %v", testTimeout, proxy.ErrServerClosed)
-		}
-	})
-	return "ws://" + ln.Addr().String(), p
 }
 
 // proxyStacks returns the stacks of the goroutines running proxy code.
