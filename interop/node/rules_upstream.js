@@ -15,10 +15,7 @@
 
 const http = require('http');
 const { WebSocketServer } = require('ws');
-
-function emit(ev) {
-  process.stdout.write(JSON.stringify(ev) + '\n');
-}
+const { emit, serve } = require('./upstream_kit');
 
 const server = http.createServer((req, res) => {
   res.writeHead(404, { 'Content-Length': 0 });
@@ -65,19 +62,4 @@ wss.on('connection', (ws, req) => {
   });
 });
 
-let lifetime = 600;
-const li = process.argv.indexOf('--lifetime');
-if (li >= 0) lifetime = parseFloat(process.argv[li + 1]);
-
-server.listen(0, '127.0.0.1', () => emit({ event: 'listening', port: server.address().port }));
-
-function stop() {
-  for (const c of wss.clients) c.terminate();
-  server.close();
-  process.exit(0);
-}
-process.stdin.on('end', stop);
-process.stdin.on('error', stop);
-process.stdin.resume();
-setTimeout(stop, lifetime * 1000).unref();
-process.on('SIGTERM', stop);
+serve(server, wss);
