@@ -46,19 +46,6 @@ func nextRequest(t *testing.T, reqs <-chan *http.Request) *http.Request {
 	}
 }
 
-// tokens splits a comma-separated header value list.
-func tokens(vs []string) []string {
-	var out []string
-	for _, v := range vs {
-		for t := range strings.SplitSeq(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				out = append(out, t)
-			}
-		}
-	}
-	return out
-}
-
 func TestSubprotocolChosenByUpstream(t *testing.T) {
 	tests := []struct {
 		name string
@@ -85,7 +72,7 @@ func TestSubprotocolChosenByUpstream(t *testing.T) {
 				t.Errorf("Sec-WebSocket-Protocol answer: got %q; want %q", got, "b")
 			}
 			r := nextRequest(t, reqs)
-			if got, want := tokens(r.Header.Values("Sec-WebSocket-Protocol")), []string{"a", "b"}; !slices.Equal(got, want) {
+			if got, want := proxy.SplitTokens(r.Header.Values("Sec-WebSocket-Protocol")), []string{"a", "b"}; !slices.Equal(got, want) {
 				t.Errorf("subprotocols offered upstream: got %q; want %q", got, want)
 			}
 		})
@@ -167,7 +154,7 @@ func TestUpgradeRequestReachesUpstream(t *testing.T) {
 					t.Errorf("%s: got %q; want it not forwarded", k, got)
 				}
 			}
-			if got := tokens(r.Header.Values("Connection")); !slices.EqualFunc(got, []string{"Upgrade"}, strings.EqualFold) {
+			if got := proxy.SplitTokens(r.Header.Values("Connection")); !slices.EqualFunc(got, []string{"Upgrade"}, strings.EqualFold) {
 				t.Errorf("Connection: got %q; want [Upgrade]", got)
 			}
 		})
