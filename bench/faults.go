@@ -82,42 +82,30 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	errs := make([]time.Duration, n)
 	read := make([]time.Duration, n) // the same, by the reading goroutines' clocks
 	got := make([]bool, n)
-	var next atomic.Int64
-	var wg, readers sync.WaitGroup
-	for range min(e.o.dialers, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) || ctx.Err() != nil {
-					return
-				}
-				c, err := e.stampDialer.dial(ctx, url, 10*time.Second)
-				if err != nil {
-					f.add(err)
-					continue
-				}
-				readAt := time.Now().Add(time.Second)
-				t101, ok := arrived(c.c)
-				at := t101.Add(time.Second)
-				readers.Add(1)
-				go func() {
-					defer readers.Done()
-					tclose, now, ok2, closed := awaitClose(c, at.Add(15*time.Second), afterCode, &f, &wrong)
-					if !closed {
-						return
-					}
-					if !ok || !ok2 {
-						unstamped.Add(1)
-					}
-					errs[i], read[i], got[i] = tclose.Sub(at), now.Sub(readAt), true
-					c.answerClose(5 * time.Second)
-				}()
+	var readers sync.WaitGroup
+	eachIndex(ctx, e.o.dialers, n, func(i int) {
+		c, err := e.stampDialer.dial(ctx, url, 10*time.Second)
+		if err != nil {
+			f.add(err)
+			return
+		}
+		readAt := time.Now().Add(time.Second)
+		t101, ok := arrived(c.c)
+		at := t101.Add(time.Second)
+		readers.Add(1)
+		go func() { // the session's reader: ends with its close or its deadline
+			defer readers.Done()
+			tclose, now, ok2, closed := awaitClose(c, at.Add(15*time.Second), afterCode, &f, &wrong)
+			if !closed {
+				return
 			}
+			if !ok || !ok2 {
+				unstamped.Add(1)
+			}
+			errs[i], read[i], got[i] = tclose.Sub(at), now.Sub(readAt), true
+			c.answerClose(5 * time.Second)
 		}()
-	}
-	wg.Wait()
+	})
 	readers.Wait()
 	var samples, readSamples []time.Duration
 	for i, ok := range got {
@@ -132,16 +120,8 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	}
 	slices.Sort(samples)
 	slices.Sort(readSamples)
-	note := fmt.Sprintf("kernel receive times; min %.2f ms, max %.2f ms", ms(samples[0]), ms(samples[len(samples)-1]))
-	if k := unstamped.Load(); k > 0 {
-		note += fmt.Sprintf("; %d without receive times, timed by goroutines", k)
-	}
-	if k := wrong.Load(); k > 0 {
-		note += fmt.Sprintf("; %d closes with another code", k)
-	}
-	if fn := f.note(int64(n)); fn != "" {
-		note += "; " + fn
-	}
+	note := closeNote(fmt.Sprintf("kernel receive times; min %.2f ms, max %.2f ms", ms(samples[0]), ms(samples[len(samples)-1])),
+		unstamped.Load(), wrong.Load(), &f, n)
 	rep.add("faults", "after 1s: close error p50", "wschaos", ms(percentile(samples, 0.50)), note)
 	rep.add("faults", "after 1s: close error p99", "wschaos", ms(percentile(samples, 0.99)),
 		fmt.Sprintf("as read by the client goroutines: p50 %.2f ms, p99 %.2f ms",
@@ -215,16 +195,8 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	for i, t := range seen {
 		after[i] = t.Sub(first)
 	}
-	note := fmt.Sprintf("%d sessions open at the reload; every = %q; kernel receive times", len(conns), period.String())
-	if k := unstamped.Load(); k > 0 {
-		note += fmt.Sprintf("; %d without receive times, timed by goroutines", k)
-	}
-	if k := wrong.Load(); k > 0 {
-		note += fmt.Sprintf("; %d closes with another code", k)
-	}
-	if fn := f.note(int64(n)); fn != "" {
-		note += "; " + fn
-	}
+	note := closeNote(fmt.Sprintf("%d sessions open at the reload; every = %q; kernel receive times", len(conns), period.String()),
+		unstamped.Load(), wrong.Load(), &f, n)
 	rep.add("faults", "every: first→last close spread", "wschaos", ms(after[len(after)-1]), note)
 	rep.add("faults", "every: first→last read by the clients", "wschaos", ms(readSeen[len(readSeen)-1].Sub(readSeen[0])),
 		"the same closes as the client goroutines, sharing the cores with the proxy, got to read them")
@@ -246,6 +218,22 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 // frame reached the client's kernel (stamped false: when it was read, see
 // arrived) and when it was read; closed is false, the failure counted in f
 // and c closed, if no close frame came. A close with another code than
+// closeNote appends to note what went otherwise for n fault sessions:
+// closes timed by goroutines for want of kernel receive times, closes
+// with another code than the rule's, and failures.
+func closeNote(note string, unstamped, wrong int64, f *failures, n int) string {
+	if unstamped > 0 {
+		note += fmt.Sprintf("; %d without receive times, timed by goroutines", unstamped)
+	}
+	if wrong > 0 {
+		note += fmt.Sprintf("; %d closes with another code", wrong)
+	}
+	if fn := f.note(int64(n)); fn != "" {
+		note += "; " + fn
+	}
+	return note
+}
+
 // want is counted in wrong.
 func awaitClose(c *wsConn, deadline time.Time, want ws.StatusCode, f *failures, wrong *atomic.Int64) (arrival, read time.Time, stamped, closed bool) {
 	c.c.SetDeadline(deadline)

@@ -131,49 +131,45 @@ func openMany(ctx context.Context, d *clientDialer, url string, n, dialers int, 
 	defer cancel()
 	frame := clientFrame(ws.OpText, []byte("idle"))
 	out := make([]*wsConn, n)
+	eachIndex(ctx, dialers, n, func(i int) {
+		c, err := d.dial(ctx, url, 10*time.Second)
+		if err == nil {
+			if err = c.echo(frame, 4, 10*time.Second); err != nil {
+				c.c.Close()
+			}
+		}
+		if err != nil {
+			f.add(err)
+			return
+		}
+		out[i] = c
+	})
+	return slices.DeleteFunc(out, func(c *wsConn) bool { return c == nil })
+}
+
+// closeMany closes sessions gracefully with the given concurrency.
+func closeMany(conns []*wsConn, workers int) {
+	eachIndex(context.Background(), workers, len(conns), func(i int) {
+		conns[i].closeGracefully(5 * time.Second)
+	})
+}
+
+// eachIndex calls fn for every index below n on at most workers
+// goroutines, each taking the next index until none is left or ctx is
+// done, and returns when they have all returned.
+func eachIndex(ctx context.Context, workers, n int, fn func(i int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(dialers, n) {
+	for range min(workers, n) {
 		wg.Add(1)
-		go func() {
+		go func() { // a bench worker: ends when the indexes run out or ctx is done
 			defer wg.Done()
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(n) || ctx.Err() != nil {
 					return
 				}
-				c, err := d.dial(ctx, url, 10*time.Second)
-				if err == nil {
-					if err = c.echo(frame, 4, 10*time.Second); err != nil {
-						c.c.Close()
-					}
-				}
-				if err != nil {
-					f.add(err)
-					continue
-				}
-				out[i] = c
-			}
-		}()
-	}
-	wg.Wait()
-	return slices.DeleteFunc(out, func(c *wsConn) bool { return c == nil })
-}
-
-// closeMany closes sessions gracefully with the given concurrency.
-func closeMany(conns []*wsConn, workers int) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(workers, len(conns)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(conns)) {
-					return
-				}
-				conns[i].closeGracefully(5 * time.Second)
+				fn(int(i))
 			}
 		}()
 	}
