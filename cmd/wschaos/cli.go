@@ -293,8 +293,13 @@ func (a *admin) explain(ctx context.Context, err error) error {
 	return err
 }
 
-// printJSON writes an answer of the API as it came, indented.
-func printJSON(w io.Writer, raw json.RawMessage) error {
+// printJSON gets path from the API and writes the answer as it came,
+// indented.
+func (a *admin) printJSON(ctx context.Context, w io.Writer, path string) error {
+	var raw json.RawMessage
+	if err := a.c.Do(ctx, http.MethodGet, path, nil, &raw); err != nil {
+		return err
+	}
 	var b bytes.Buffer
 	if err := json.Indent(&b, raw, "", "  "); err != nil {
 		return err
@@ -306,11 +311,7 @@ func printJSON(w io.Writer, raw json.RawMessage) error {
 // sessions prints the open sessions: a table, or the API's JSON.
 func (a *admin) sessions(ctx context.Context, w io.Writer, jsonOut bool) error {
 	if jsonOut {
-		var raw json.RawMessage
-		if err := a.c.Do(ctx, http.MethodGet, "/api/sessions", nil, &raw); err != nil {
-			return err
-		}
-		return printJSON(w, raw)
+		return a.printJSON(ctx, w, "/api/sessions")
 	}
 	ss, err := a.c.Sessions(ctx)
 	if err != nil {
@@ -428,11 +429,7 @@ func (a *admin) events(ctx context.Context, w io.Writer, jsonOut, follow bool) e
 		return err
 	}
 	if jsonOut {
-		var raw json.RawMessage
-		if err := a.c.Do(ctx, http.MethodGet, "/api/events", nil, &raw); err != nil {
-			return err
-		}
-		return printJSON(w, raw)
+		return a.printJSON(ctx, w, "/api/events")
 	}
 	es, err := a.c.Events(ctx)
 	if err != nil {
