@@ -637,16 +637,7 @@ func TestCLIUsageErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := runFor(t, tt.args...)
-			var ue *usageError
-			if !errors.As(err, &ue) {
-				t.Fatalf("got %T %v; want %v", err, err, "*usageError")
-			}
-			if !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Errorf("got %v; want it to contain %v", err, tt.wantMsg)
-			}
-			if code := exitCode(err); code != 2 {
-				t.Errorf("exit code: got %v; want %v", code, 2)
-			}
+			checkUsageError(t, err, tt.wantMsg)
 		})
 	}
 	t.Run("help", func(t *testing.T) {

@@ -75,16 +75,7 @@ func TestUsageErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := runFor(t, tt.args...)
-			var ue *usageError
-			if !errors.As(err, &ue) {
-				t.Fatalf("got %T %v; want %v", err, err, "*usageError")
-			}
-			if !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Errorf("got %v; want it to contain %v", err, tt.wantMsg)
-			}
-			if code := exitCode(err); code != 2 {
-				t.Errorf("exit code: got %v; want %v", code, 2)
-			}
+			checkUsageError(t, err, tt.wantMsg)
 		})
 	}
 	t.Run("no args prints usage", func(t *testing.T) {
@@ -179,5 +170,21 @@ func TestRunConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkUsageError fails the test unless err is a usage error whose message
+// contains want, with exit code 2.
+func checkUsageError(t *testing.T, err error, want string) {
+	t.Helper()
+	var ue *usageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("got %T %v; want %v", err, err, "*usageError")
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v; want it to contain %v", err, want)
+	}
+	if code := exitCode(err); code != 2 {
+		t.Errorf("exit code: got %v; want %v", code, 2)
 	}
 }
