@@ -154,21 +154,7 @@ func TestRunConfigErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := runFor(t, tt.args...)
-			if err == nil {
-				t.Fatalf("got %v; want an error", err)
-			}
-			var ue *usageError
-			if errors.As(err, &ue) {
-				t.Errorf("got usage error %v; want another error", err)
-			}
-			if code := exitCode(err); code != 1 {
-				t.Errorf("exit code: got %v; want %v", code, 1)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("got %v; want it to contain %v", err, w)
-				}
-			}
+			wantFailure(t, err, tt.want...)
 		})
 	}
 }
