@@ -122,7 +122,7 @@ async function main() {
       for (const c of cases) {
         await r.run(`${LABEL}: ${c.name}`, async () => { if (CI) throw new Fail(missing); throw new Skip(missing); }, 5000);
       }
-      return finish(r);
+      return L.finish(r);
     }
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     server = await servePage();
@@ -167,7 +167,7 @@ async function main() {
     await P.stopAll();
     L.killChildren();
   }
-  return finish(r);
+  return L.finish(r);
 }
 
 function describe(want) {
@@ -175,17 +175,4 @@ function describe(want) {
   return `close ${want.code} ${JSON.stringify(want.reason)}`;
 }
 
-function finish(r) {
-  console.log(`logs: ${L.LOG_DIR}`);
-  r.summary();
-  return r.failed ? 1 : 0;
-}
-
-process.on('SIGTERM', () => { L.killChildren(); process.exit(1); });
-process.on('SIGINT', () => { L.killChildren(); process.exit(1); });
-
-main().then((rc) => process.exit(rc), (e) => {
-  console.log(`FAIL suite crashed: ${e && e.stack}`);
-  console.log(`${LABEL}: 0 passed, 1 failed`);
-  process.exit(1);
-});
+L.runSuite(LABEL, main);

@@ -338,7 +338,30 @@ class Runner {
   }
 }
 
+// finish prints where the logs are and the runner's summary, and returns
+// the suite's exit code.
+function finish(r) {
+  console.log(`logs: ${LOG_DIR}`);
+  r.summary();
+  return r.failed ? 1 : 0;
+}
+
+// runSuite is a suite's entry point: it runs main, whose result is the
+// exit code, reports a crash as one failure under label, and on SIGTERM or
+// SIGINT runs cleanup and kills the children before exiting.
+function runSuite(label, main, cleanup = () => {}) {
+  const die = () => { cleanup(); killChildren(); process.exit(1); };
+  process.on('SIGTERM', die);
+  process.on('SIGINT', die);
+  main().then((rc) => process.exit(rc), (e) => {
+    console.log(`FAIL suite crashed: ${e && e.stack}`);
+    console.log(`${label}: 0 passed, 1 failed`);
+    process.exit(1);
+  });
+}
+
 module.exports = {
   LOG_DIR, Proc, Proxy, startProxy, Client, openWs, HttpStatusError, Fail, Skip,
   check, checkTrue, checkPayload, short, Runner, eventFor, sleep, killChildren,
+  finish, runSuite,
 };

@@ -656,16 +656,7 @@ async function main() {
     if (up) await up.stop();
     L.killChildren();
   }
-  console.log(`logs: ${L.LOG_DIR}`);
-  r.summary();
-  return r.failed ? 1 : 0;
+  return L.finish(r);
 }
 
-process.on('SIGTERM', () => { L.killChildren(); process.exit(1); });
-process.on('SIGINT', () => { L.killChildren(); process.exit(1); });
-
-main().then((rc) => process.exit(rc), (e) => {
-  console.log(`FAIL suite crashed: ${e && e.stack}`);
-  console.log(`${LABEL}: 0 passed, 1 failed`);
-  process.exit(1);
-});
+L.runSuite(LABEL, main);

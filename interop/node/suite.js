@@ -420,16 +420,7 @@ async function main() {
     await Promise.all([nodeUp, pyUp, rawUp].filter(Boolean).map((p) => p.stop()));
     L.killChildren();
   }
-  console.log(`logs: ${L.LOG_DIR}`);
-  r.summary();
-  return r.failed ? 1 : 0;
+  return L.finish(r);
 }
 
-process.on('SIGTERM', () => { L.killChildren(); process.exit(1); });
-process.on('SIGINT', () => { L.killChildren(); process.exit(1); });
-
-main().then((rc) => process.exit(rc), (e) => {
-  console.log(`FAIL suite crashed: ${e && e.stack}`);
-  console.log('node: 0 passed, 1 failed');
-  process.exit(1);
-});
+L.runSuite('node', main);
