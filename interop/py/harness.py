@@ -46,6 +46,14 @@ def run_suite(main):
     os._exit(rc)
 
 
+def finish(r):
+    """Prints where the logs are and the runner's summary, and returns the
+    suite's exit code."""
+    print("logs: %s" % LOG_DIR)
+    r.summary()
+    return 1 if r.failed else 0
+
+
 class Proc:
     """A child process that reports JSON events on stdout, one per line."""
 

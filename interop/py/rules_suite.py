@@ -1037,9 +1037,7 @@ async def main():
         if up is not None:
             up.stop()
         harness.kill_children()
-    print("logs: %s" % harness.LOG_DIR)
-    r.summary()
-    return 1 if r.failed else 0
+    return harness.finish(r)
 
 
 if __name__ == "__main__":
