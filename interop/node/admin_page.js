@@ -15,8 +15,6 @@ const fs = require('fs');
 const http = require('http');
 const os = require('os');
 const path = require('path');
-const readline = require('readline');
-const { spawn } = require('child_process');
 const B = require('./browser');
 const L = require('./lib');
 
@@ -41,71 +39,24 @@ const CLIENT_PATH = '/admin-page-test';
 
 // --- the proxy under test, with its admin listener
 
-const started = new Set();
-
-class Wschaos {
+class Wschaos extends L.Proxy {
   constructor(bin, name, { configPath, token } = {}) {
-    this.name = name;
-    this.logPath = path.join(L.LOG_DIR, `${name}.log`);
-    this.argv = ['run', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--upstream', 'echo', '--log-format', 'json'];
-    if (configPath) this.argv.push('--config', configPath);
     const env = Object.assign({}, process.env);
     delete env.WSCHAOS_ADMIN_TOKEN;
     if (token) env.WSCHAOS_ADMIN_TOKEN = token;
-    const log = fs.openSync(this.logPath, 'w');
-    this.p = spawn(bin, this.argv, { stdio: ['ignore', log, 'pipe'], env });
-    started.add(this.p);
-    this.proxyURL = null;
-    this.adminURL = null;
-    this.exit = new Promise((resolve) => {
-      this.p.on('exit', (code, signal) => resolve({ code, signal }));
-      this.p.on('error', (err) => resolve({ code: null, signal: null, error: String(err) }));
-    });
-    this.ready = new Promise((resolve) => {
-      const rl = readline.createInterface({ input: this.p.stderr });
-      rl.on('line', (line) => {
-        fs.writeSync(log, `${line}\n`);
-        let ev;
-        try { ev = JSON.parse(line); } catch (e) { return; }
-        if (ev && ev.msg === 'listening' && ev.url) this.proxyURL = String(ev.url).replace(/\/$/, '');
-        if (ev && ev.msg === 'admin listening' && ev.url) this.adminURL = String(ev.url).replace(/\/$/, '');
-        if (this.proxyURL && this.adminURL) resolve();
-      });
-      rl.on('close', resolve);
-      this.exit.then(resolve);
-    });
+    super(bin, 'echo', name, configPath ? ['--config', configPath] : [], { env, admin: true });
   }
 
+  get proxyURL() { return this.url; }
+
   async start(timeoutMs = 15000) {
-    await Promise.race([this.ready, sleep(timeoutMs)]);
-    if (!this.proxyURL || !this.adminURL) {
-      throw new Error(`${this.name} did not log its "listening" and "admin listening" urls within ${timeoutMs / 1000}s; argv=${this.argv.join(' ')}; log ${this.logPath}`);
-    }
+    await super.start(timeoutMs);
     for (const u of [this.proxyURL, this.adminURL]) {
       if (new URL(u).hostname !== '127.0.0.1') throw new Error(`${this.name} listens on ${u}, not on 127.0.0.1`);
     }
     return this;
   }
-
-  async stop() {
-    if (this.p.exitCode !== null || this.p.signalCode !== null) return;
-    this.p.kill('SIGTERM');
-    const r = await Promise.race([this.exit, sleep(10000).then(() => null)]);
-    if (!r) {
-      this.p.kill('SIGKILL');
-      await Promise.race([this.exit, sleep(5000)]);
-    }
-  }
 }
-
-function killStarted() {
-  for (const c of started) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try { c.kill('SIGKILL'); } catch (e) { /* gone */ }
-    }
-  }
-}
-process.on('exit', killStarted);
 
 // GET on the admin API from node, as a second opinion on what the page did.
 function apiGet(base, p, token) {
@@ -476,7 +427,6 @@ async function main() {
     if (ctx) await Promise.race([ctx.close().catch(() => {}), sleep(10000)]);
     if (userDir) fs.rmSync(userDir, { recursive: true, force: true });
     await Promise.all(procs.map((p) => p.stop()));
-    killStarted();
     L.killChildren();
   }
   return finish(r);
@@ -487,4 +437,4 @@ function finish(r) {
   return L.finish(r);
 }
 
-L.runSuite(LABEL, main, killStarted);
+L.runSuite(LABEL, main);

@@ -79,18 +79,21 @@ function eventFor(kind, id) {
 
 let proxyCount = 0;
 
-// The wschaos binary under test.
+// The wschaos binary under test. With admin set, start also waits for the
+// admin listener's URL (adminURL); env replaces the environment.
 class Proxy {
-  constructor(bin, upstream, name, extra = []) {
+  constructor(bin, upstream, name, extra = [], { env, admin = false } = {}) {
     proxyCount += 1;
     this.name = name || `proxy-${proxyCount}`;
     this.logPath = path.join(LOG_DIR, `${this.name}.log`);
     this.argv = [bin, 'run', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--upstream', upstream, '--log-format', 'json', ...extra];
     const out = fs.openSync(this.logPath, 'w');
-    this.p = spawn(bin, this.argv.slice(1), { stdio: ['ignore', out, 'pipe'] });
+    this.p = spawn(bin, this.argv.slice(1), { stdio: ['ignore', out, 'pipe'], env: env || process.env });
     children.add(this.p);
     this.url = null;
     this.port = null;
+    this.admin = admin;
+    this.adminURL = null;
     this.exit = new Promise((resolve) => {
       this.p.on('exit', (code, signal) => resolve({ code, signal }));
       this.p.on('error', (err) => resolve({ code: null, signal: null, error: String(err) }));
@@ -99,24 +102,33 @@ class Proxy {
       const rl = readline.createInterface({ input: this.p.stderr });
       rl.on('line', (line) => {
         fs.writeSync(out, line + '\n');
-        if (this.url) return;
+        if (this.listening()) return;
         let ev;
         try { ev = JSON.parse(line); } catch (e) { return; }
-        if (ev && ev.msg === 'listening' && ev.url) {
+        if (ev && ev.msg === 'listening' && ev.url && !this.url) {
           this.url = String(ev.url).replace(/\/$/, '');
           this.port = parseInt(new URL(this.url).port, 10);
-          resolve();
         }
+        if (ev && ev.msg === 'admin listening' && ev.url && !this.adminURL) {
+          this.adminURL = String(ev.url).replace(/\/$/, '');
+        }
+        if (this.listening()) resolve();
       });
       rl.on('close', resolve);
       this.exit.then(resolve);
     });
   }
 
+  // listening reports whether every URL start waits for has been logged.
+  listening() {
+    return Boolean(this.url && (this.adminURL || !this.admin));
+  }
+
   async start(timeoutMs = 15000) {
     await Promise.race([this.ready, sleep(timeoutMs)]);
-    if (!this.url) {
-      throw new Error(`proxy ${this.name} did not report a listening url; argv=${this.argv.join(' ')}; log ${this.logPath}`);
+    if (!this.listening()) {
+      const what = this.admin ? '"listening" and "admin listening" urls' : 'listening url';
+      throw new Error(`proxy ${this.name} did not report its ${what} within ${timeoutMs / 1000}s; argv=${this.argv.join(' ')}; log ${this.logPath}`);
     }
     return this;
   }
