@@ -249,14 +249,7 @@ func TestOnMessageTrigger(t *testing.T) {
 			maskedFrame(true, ws.OpContinuation, [4]byte{0xde, 0xad, 0xbe, 0xef}, []byte("kill me")),
 			maskedFrame(true, ws.OpBinary, [4]byte{9, 8, 7, 6}, []byte("skill")),
 		}
-		var all []byte
-		for _, f := range sent {
-			client.write(t, f)
-			all = append(all, f...)
-		}
-		if got := upstream.readBytes(t, len(all)); !bytes.Equal(got, all) {
-			t.Errorf("upstream bytes: got %x; want %x", got, all)
-		}
+		sendEach(t, client, upstream, sent)
 		// Upstream messages are not inspected by a client rule.
 		upstream.writeFrame(t, true, ws.OpText, []byte("kill the client?"))
 		client.expectText(t, "client", "kill the client?")
@@ -276,14 +269,7 @@ func TestOnMessageTrigger(t *testing.T) {
 			maskedFrame(false, ws.OpText, [4]byte{2, 2, 2, 2}, []byte(long[:40])),
 			maskedFrame(true, ws.OpContinuation, [4]byte{3, 3, 3, 3}, []byte(long[40:])),
 		}
-		var all []byte
-		for _, f := range sent {
-			client.write(t, f)
-			all = append(all, f...)
-		}
-		if got := upstream.readBytes(t, len(all)); !bytes.Equal(got, all) {
-			t.Errorf("upstream bytes: got %x; want %x", got, all)
-		}
+		sendEach(t, client, upstream, sent)
 		if n := len(ev.of(proxy.EventFault, id)); n != 0 {
 			t.Errorf("fault events for uninspected messages: got %d; want 0", n)
 		}
@@ -373,4 +359,18 @@ func TestEveryTrigger(t *testing.T) {
 		t.Errorf("clock ticks: got %v; want a second tick that closed 1 session", ticks)
 	}
 	checkFault(t, ev, 4, proxy.Event{Rule: "tick", Trigger: "every", Action: "close", Code: 4000, By: "rule"})
+}
+
+// sendEach writes each of frames from client in a write of its own and
+// checks that upstream receives exactly their bytes, in order.
+func sendEach(t *testing.T, client, upstream *rawConn, frames [][]byte) {
+	t.Helper()
+	var all []byte
+	for _, f := range frames {
+		client.write(t, f)
+		all = append(all, f...)
+	}
+	if got := upstream.readBytes(t, len(all)); !bytes.Equal(got, all) {
+		t.Errorf("upstream bytes: got %x; want %x", got, all)
+	}
 }
