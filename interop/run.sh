@@ -151,29 +151,25 @@ else
   run_suite node-rules node interop/node/rules_suite.js --bin "$BIN" "${FILTER_ARGS[@]}"
 fi
 
-# --- the rules, with headless Chromium as client (screenshots in artifacts/chromium/)
+# --- the suites with headless Chromium as client: the rules (screenshots
+# in artifacts/chromium/) and the admin page (screenshots in artifacts/admin/)
+chromium_missing=""
 if [[ ! -x "$CHROMIUM" ]]; then
-  missing "chromium suite" "$CHROMIUM not found (apt-get install chromium)"
+  chromium_missing="$CHROMIUM not found (apt-get install chromium)"
 elif ! command -v node >/dev/null 2>&1; then
-  missing "chromium suite" "node not found"
+  chromium_missing="node not found"
 elif [[ ! -d interop/node/node_modules/playwright-core ]]; then
-  missing "chromium suite" "interop/node/node_modules/playwright-core missing (npm ci --prefix interop/node)"
-else
-  export INTEROP_CHROMIUM="$CHROMIUM"
-  run_suite chromium node interop/node/chromium_suite.js --bin "$BIN" "${FILTER_ARGS[@]}"
+  chromium_missing="interop/node/node_modules/playwright-core missing (npm ci --prefix interop/node)"
 fi
-
-# --- the admin page in headless Chromium (screenshots in artifacts/admin/)
-if [[ ! -x "$CHROMIUM" ]]; then
-  missing "admin-page suite" "$CHROMIUM not found (apt-get install chromium)"
-elif ! command -v node >/dev/null 2>&1; then
-  missing "admin-page suite" "node not found"
-elif [[ ! -d interop/node/node_modules/playwright-core ]]; then
-  missing "admin-page suite" "interop/node/node_modules/playwright-core missing (npm ci --prefix interop/node)"
-else
-  export INTEROP_CHROMIUM="$CHROMIUM"
-  run_suite admin-page node interop/node/admin_page.js --bin "$BIN" "${FILTER_ARGS[@]}"
-fi
+export INTEROP_CHROMIUM="$CHROMIUM"
+for suite in chromium:chromium_suite.js admin-page:admin_page.js; do
+  label="${suite%%:*}"
+  if [[ -n "$chromium_missing" ]]; then
+    missing "$label suite" "$chromium_missing"
+  else
+    run_suite "$label" node "interop/node/${suite#*:}" --bin "$BIN" "${FILTER_ARGS[@]}"
+  fi
+done
 
 if [[ $TOTAL_FAILED -ne 0 ]]; then
   KEEP_LOGS=1
