@@ -153,6 +153,19 @@ class Proxy {
     return out;
   }
 
+  // The log lines for which pred is true, once there are at least count of
+  // them or timeoutMs has passed. The proxy writes a line a moment after
+  // what it records (the client may see a close first): a check of a line
+  // waits here.
+  async waitLog(pred, count = 1, timeoutMs = 2000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const got = this.logLines().filter(pred);
+      if (got.length >= count || Date.now() >= deadline) return got;
+      await sleep(20);
+    }
+  }
+
   async waitExit(timeoutMs) {
     return Promise.race([this.exit, sleep(timeoutMs).then(() => null)]);
   }

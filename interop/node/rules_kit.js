@@ -63,8 +63,16 @@ class Proxies {
   async stopAll() { await Promise.all(this.started.map((p) => p.stop())); }
 }
 
+const isFault = (rule) => (e) => e.msg === 'fault fired' && (rule === undefined || e.rule === rule);
+
+// The 'fault fired' lines so far: for checks that none was written.
 function faults(proxy, rule) {
-  return proxy.logLines().filter((e) => e.msg === 'fault fired' && (rule === undefined || e.rule === rule));
+  return proxy.logLines().filter(isFault(rule));
+}
+
+// The 'fault fired' lines, once there are count of them (or 2s passed).
+function waitFaults(proxy, rule, count = 1) {
+  return proxy.waitLog(isFault(rule), count);
 }
 
 // Wall-clock milliseconds of a log line's "ts".
@@ -193,5 +201,5 @@ function checkBetween(what, got, lo, hi) {
 }
 
 module.exports = {
-  configText, writeConfig, replaceFile, Proxies, faults, parseTs, HttpReject, Sess, mono, fmt, checkBetween,
+  configText, writeConfig, replaceFile, Proxies, faults, waitFaults, parseTs, HttpReject, Sess, mono, fmt, checkBetween,
 };

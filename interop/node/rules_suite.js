@@ -13,7 +13,7 @@ const L = require('./lib');
 const K = require('./rules_kit');
 
 const { Fail, check, checkTrue, eventFor, sleep, Runner } = L;
-const { Sess, HttpReject, mono, fmt, checkBetween, faults } = K;
+const { Sess, HttpReject, mono, fmt, checkBetween, faults, waitFaults } = K;
 
 const LABEL = 'node-rules';
 let ids = 0;
@@ -71,7 +71,7 @@ function actionTests(env) {
       check('messages the upstream received', upMsgs(up, id), ['hello']);
       check('close code seen by the upstream (the side not chosen)', ev.code, 1001);
       check('fault fired log lines (code, reason, action, trigger)',
-        faults(p, `code-${key}`).map((f) => [f.code, f.reason, f.action, f.trigger]),
+        (await waitFaults(p, `code-${key}`)).map((f) => [f.code, f.reason, f.action, f.trigger]),
         [[wantCode, wantReason, 'close', 'after_messages']]);
     });
   }
@@ -467,8 +467,8 @@ function triggerTests(env) {
     const closes = ss.map((s) => s.closeInfo.mono);
     checkTrue('the 4 closes at the same tick: spread < 100ms', Math.max(...closes) - Math.min(...closes) < 100, closes.map((c) => fmt(c - tick1)));
     checkBetween("the 4 sessions' tick after the probe's tick", Math.min(...closes) - tick1, 400, 600);
-    await sleep(50);
-    check('sessions per tick in the proxy log', p.logLines().filter((e) => e.msg === 'clock ticked').map((e) => e.sessions).slice(0, 2), [1, 4]);
+    const ticked = await p.waitLog((e) => e.msg === 'clock ticked', 2);
+    check('sessions per tick in the proxy log', ticked.map((e) => e.sessions).slice(0, 2), [1, 4]);
     return `all 4 opened within ${fmt(openedLate)} of the tick, closed ${fmt(Math.min(...closes) - tick1)}..${fmt(Math.max(...closes) - tick1)} later`;
   });
 
@@ -488,7 +488,8 @@ function triggerTests(env) {
     } finally {
       await Promise.all(never.map((s) => s.close()));
     }
-    check('fault fired lines per rule', [faults(p, 'never').length, faults(p, 'always').length], [0, 5]);
+    const alwaysLines = await waitFaults(p, 'always', 5);
+    check('fault fired lines per rule', [faults(p, 'never').length, alwaysLines.length], [0, 5]);
   });
 
   add('limit = 2: only the first two of five sessions are hit', async () => {
@@ -608,7 +609,7 @@ function reloadTests(env) {
       if (how === 'sighup') p.signal('SIGHUP');
       await s.waitEnd(4000);
       check('close seen by the open session', closeOf(s), [1012, 'reloaded']);
-      const lines = p.logLines().filter((e) => e.msg === 'rules reloaded');
+      const lines = await p.waitLog((e) => e.msg === 'rules reloaded');
       checkTrue("a 'rules reloaded' line", lines.length >= 1, lines);
       const whys = lines.map((e) => e.why);
       if (how === 'sighup') {

@@ -192,6 +192,18 @@ class Proxy:
                     out.append(ev)
         return out
 
+    async def wait_log(self, pred, count=1, timeout=2.0):
+        """The log lines for which pred is true, once there are at least count
+        of them or timeout seconds have passed. The proxy writes a line a
+        moment after what it records (the client may see a close first), and
+        a thread copies its output to the file: a check of a line waits here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [e for e in self.log_lines() if pred(e)]
+            if len(got) >= count or time.monotonic() >= deadline:
+                return got
+            await asyncio.sleep(0.02)
+
     def send_signal(self, sig):
         if self.p.poll() is None:
             self.p.send_signal(sig)

@@ -61,8 +61,18 @@ def check_between(what, got, lo, hi):
         raise Fail("%s: got %s, want between %s and %s" % (what, ms(got), ms(lo), ms(hi)))
 
 
+def is_fault(rule=None):
+    return lambda e: e.get("msg") == "fault fired" and (rule is None or e.get("rule") == rule)
+
+
 def faults(proxy, rule=None):
-    return [e for e in proxy.log_lines() if e.get("msg") == "fault fired" and (rule is None or e.get("rule") == rule)]
+    """The 'fault fired' lines so far: for checks that none was written."""
+    return [e for e in proxy.log_lines() if is_fault(rule)(e)]
+
+
+async def wait_faults(proxy, rule=None, count=1):
+    """The 'fault fired' lines, once there are count of them (or 2s passed)."""
+    return await proxy.wait_log(is_fault(rule), count)
 
 
 def conn_error(sess):
@@ -136,7 +146,7 @@ def action_tests(env):
                 ev = await up_closed(up, i)
                 check("messages the upstream received", up_msgs(up, i), ["hello"])
                 check("close code seen by the upstream (the side not chosen)", ev["code"], 1001)
-                fired = [f for f in faults(p, "code-" + key)]
+                fired = await wait_faults(p, "code-" + key)
                 check("fault fired log lines (code, reason, action, trigger)",
                       [(f.get("code"), f.get("reason"), f.get("action"), f.get("trigger")) for f in fired],
                       [(want_code, want_reason, "close", "after_messages")])
@@ -621,8 +631,7 @@ def trigger_tests(env):
         check_true("the 4 closes at the same tick: spread < 100ms", max(closes) - min(closes) < 0.1,
                    [ms(c - tick1) for c in closes])
         check_between("the 4 sessions' tick after the probe's tick", min(closes) - tick1, 0.4, 0.6)
-        await asyncio.sleep(0.05)
-        ticked = [e.get("sessions") for e in p.log_lines() if e.get("msg") == "clock ticked"]
+        ticked = [e.get("sessions") for e in await p.wait_log(lambda e: e.get("msg") == "clock ticked", 2)]
         check("sessions per tick in the proxy log", ticked[:2], [1, 4])
         return "all 4 opened within %s of the tick, closed %s..%s later" % (
             ms(opened_late), ms(min(closes) - tick1), ms(max(closes) - tick1))
@@ -647,7 +656,8 @@ def trigger_tests(env):
         finally:
             for s in never:
                 await s.close()
-        check("fault fired lines per rule", (len(faults(p, "never")), len(faults(p, "always"))), (0, 5))
+        always_lines = await wait_faults(p, "always", 5)
+        check("fault fired lines per rule", (len(faults(p, "never")), len(always_lines)), (0, 5))
     add("probability = 0 never fires, probability = 1 always (5 sessions each)", probability)
 
     async def limit():
@@ -790,8 +800,8 @@ def reload_tests(env):
     def add(name, fn, timeout=20):
         tests.append(("%s: %s" % (LABEL, name), fn, timeout))
 
-    def reload_lines(p):
-        return [e for e in p.log_lines() if e.get("msg") == "rules reloaded"]
+    def is_reload(e):
+        return e.get("msg") == "rules reloaded"
 
     def mk(how):
         async def fn():
@@ -807,7 +817,7 @@ def reload_tests(env):
                     p.send_signal(signal.SIGHUP)
                 await s.wait_end(4)
                 check("close seen by the open session", (s.code, s.reason), (1012, "reloaded"))
-                lines = reload_lines(p)
+                lines = await p.wait_log(is_reload)
                 check_true("a 'rules reloaded' line", len(lines) >= 1, lines)
                 whys = [e.get("why") for e in lines]
                 if how == "sighup":
@@ -835,13 +845,7 @@ def reload_tests(env):
         await s.wait_end(2)
         check("close before the reload", (s.code, s.reason), (4000, "old rule"))
         kit.replace_file(path, '[[rule]]\nname = "new"\nafter = "soon"\naction = "close"\ncode = 1006\n')
-        deadline = time.monotonic() + 4
-        errs = []
-        while time.monotonic() < deadline:
-            errs = [e for e in p.log_lines() if e.get("msg") == "reload failed; the running rules stay"]
-            if len(errs) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        errs = await p.wait_log(lambda e: e.get("msg") == "reload failed; the running rules stay", 2, 4)
         texts = [str(e.get("error", "")) for e in errs]
         want = ['%s:3: rule "new": after:' % path, '%s:5: rule "new": code:' % path]
         for w in want:
@@ -851,7 +855,7 @@ def reload_tests(env):
         await s2.wait_end(2)
         check("close of a new session after the failed reload (old rules kept)", (s2.code, s2.reason),
               (4000, "old rule"))
-        check("'rules reloaded' lines", [e for e in p.log_lines() if e.get("msg") == "rules reloaded"], [])
+        check("'rules reloaded' lines", [e for e in p.log_lines() if is_reload(e)], [])
     add("live reload of an invalid file keeps the running rules and logs each error", invalid)
 
     async def keeps_state():
@@ -866,22 +870,16 @@ def reload_tests(env):
         try:
             await old.echo("limit reached: untouched")
             kit.replace_file(path, kit.config_text([once, fresh], seed=42))
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline and not reload_lines(p):
-                await asyncio.sleep(0.05)
-            check_true("a 'rules reloaded' line", reload_lines(p), reload_lines(p))
+            lines = await p.wait_log(is_reload, 1, 4)
+            check_true("a 'rules reloaded' line", lines, lines)
             await asyncio.sleep(0.2)
             await old.echo("an on-connect rule added later does not touch an open session")
             s2 = await Sess.open(p.url + "/echo?id=%s" % tid())
             await s2.wait_end(2)
             check("close of a session after the reload (unchanged 'once' keeps its used limit)",
                   (s2.code, s2.reason), (4001, "fresh"))
-            # The proxy's log is read by another thread: give its last line
-            # a moment to arrive.
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline and len(faults(p)) < 2:
-                await asyncio.sleep(0.05)
-            check("fault fired lines (rule)", [f.get("rule") for f in faults(p)], ["once", "fresh"])
+            check("fault fired lines (rule)", [f.get("rule") for f in await wait_faults(p, None, 2)],
+                  ["once", "fresh"])
         finally:
             await old.close()
     add("live reload: an unchanged rule keeps its state (limit used), a new on-connect rule spares open sessions",
