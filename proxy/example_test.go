@@ -26,8 +26,9 @@ func ExampleProxy() {
 	upstream := echo.Start(upLn)
 	defer upstream.Close()
 
-	// The proxy in front of it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The proxy in front of it, on a listener made for it (net.Listen
+	// works too).
+	ln, err := proxy.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -48,6 +48,7 @@ func (p *Proxy) handle(conn net.Conn) {
 		// already buffered are read first.
 		p.untrack(conn)
 		conn.SetDeadline(time.Time{}) // net/http sets its own
+		keepAlive(conn)               // for its idle keep-alive connections
 		if !p.httpLn.hand(&bufferedConn{Conn: conn, br: br}) {
 			conn.Close()
 		}
@@ -266,7 +267,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 		Extensions: exts,
 		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client)),
 		TLSConfig:  p.TLSClientConfig,
-		NetDial:    p.NetDial,
+		NetDial:    p.dial,
 		OnHeader: func(k, v []byte) error {
 			key := string(k)
 			if !isHopByHop(key) {

@@ -56,6 +56,12 @@ func listenLocal(t testing.TB) net.Listener {
 // is checked too.
 func startProxy(t testing.TB, upstream *url.URL, opts ...func(*proxy.Proxy)) (string, *proxy.Proxy) {
 	t.Helper()
+	return startProxyOn(t, listenLocal(t), upstream, opts...)
+}
+
+// startProxyOn is startProxy serving on ln.
+func startProxyOn(t testing.TB, ln net.Listener, upstream *url.URL, opts ...func(*proxy.Proxy)) (string, *proxy.Proxy) {
+	t.Helper()
 	p := &proxy.Proxy{
 		Upstream:         upstream,
 		HandshakeTimeout: testTimeout,
@@ -64,7 +70,6 @@ func startProxy(t testing.TB, upstream *url.URL, opts ...func(*proxy.Proxy)) (st
 	for _, o := range opts {
 		o(p)
 	}
-	ln := listenLocal(t)
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
 	t.Cleanup(func() {

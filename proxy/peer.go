@@ -56,6 +56,7 @@ type peer struct {
 	gotClose  atomic.Bool // a close frame was written to this peer
 	gone      atomic.Bool // this peer's connection ended
 	killed    atomic.Bool // a reset or drop rule ended it
+	keptAlive atomic.Bool // keep-alive was turned on for conn
 	closeInfo atomic.Pointer[closeInfo]
 }
 
@@ -73,6 +74,15 @@ func newPeer(s side, conn net.Conn, br *frameReader) *peer {
 		}
 	}
 	return p
+}
+
+// keepAlive turns on TCP keep-alive for the peer's connection, once: when
+// the connection falls quiet (its copier parks), or when the session opens
+// if it cannot park.
+func (p *peer) keepAlive() {
+	if !p.keptAlive.Swap(true) {
+		keepAlive(p.conn)
+	}
 }
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, frameWriteSize) }}

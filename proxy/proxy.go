@@ -72,7 +72,9 @@ type Proxy struct {
 	// streamed, so their size costs no memory.
 	MaxFrameSize int64
 
-	// NetDial dials the upstream's TCP connection. Nil means a net.Dialer.
+	// NetDial dials the upstream's TCP connection. Nil means a net.Dialer
+	// without keep-alive: the proxy turns it on once the connection falls
+	// quiet, as for connections from Listen.
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Logger receives one line when a session opens and one when it ends,
@@ -121,6 +123,7 @@ type Proxy struct {
 	ready         atomic.Bool
 	totals        totals
 	log           *zap.Logger
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error) // NetDial or its default
 }
 
 const (
@@ -192,6 +195,10 @@ func (p *Proxy) init(ln net.Listener) error {
 	}
 	p.started = true
 	p.log = p.Logger
+	p.dial = p.NetDial
+	if p.dial == nil {
+		p.dial = (&net.Dialer{KeepAlive: -1}).DialContext
+	}
 	if p.log == nil {
 		p.log = zap.NewNop()
 	}

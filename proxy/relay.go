@@ -65,6 +65,7 @@ func (c *copier) park() bool {
 	if !c.state.CompareAndSwap(copierRunning, copierParked) {
 		return false
 	}
+	c.src.keepAlive()
 	if pl.park(c) {
 		pl.parkedAfterRun()
 		return true // from here on another goroutine may run c

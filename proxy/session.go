@@ -170,6 +170,13 @@ func (s *session) open() {
 	// goroutine, whenever its source has been quiet for parkAfter. The
 	// session may be ending already: states move by compare-and-swap, so
 	// each copier is started exactly once, here or by the poller.
+	// A connection that cannot park never falls quiet in the poller's
+	// eyes: it gets keep-alive now.
+	for _, c := range s.copiers {
+		if s.p.poller == nil || c.src.fd < 0 {
+			c.src.keepAlive()
+		}
+	}
 	var inline *copier
 	for _, c := range s.copiers {
 		if !c.state.CompareAndSwap(0, copierRunning) {

@@ -179,7 +179,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Proxy.Listen)
+	ln, err := proxy.Listen(ctx, cfg.Proxy.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
