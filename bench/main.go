@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ import (
 type options struct {
 	quick    bool
 	jsonPath string
+	rounds   int
 	targets  string
 	loads    string
 	timeout  time.Duration
@@ -96,6 +98,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run")
 	fs.StringVar(&o.loads, "workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "bound on the whole run")
+	fs.IntVar(&o.rounds, "rounds", 1, "run the targets' workloads this many times, the targets' order reversed every other round; each figure is then the median of its rounds (faults run once)")
 
 	fs.IntVar(&o.srcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
 	fs.IntVar(&o.dialers, "dial-workers", 200, "concurrent dialers opening idle and fault sessions")
@@ -148,6 +151,8 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	switch {
+	case o.rounds < 1:
+		return nil, errors.New("-rounds must be at least 1")
 	case o.srcIPs < 1 || o.srcIPs > 250:
 		return nil, errors.New("-src-ips must be 1 to 250")
 	case o.latConns < 1, o.tputConns < 1, o.dialers < 1, o.connDialers < 1, o.tputWindow < 1:
@@ -205,11 +210,20 @@ func runHarness(o *options) int {
 	}
 
 	rep := &report{Machine: machineInfo(), Options: o.summary(nofile)}
-	for _, t := range env.selectedTargets() {
-		if ctx.Err() != nil {
-			break
+	targets := env.selectedTargets()
+	for round := 1; round <= o.rounds && ctx.Err() == nil; round++ {
+		if o.rounds > 1 {
+			logf("round %d of %d", round, o.rounds)
 		}
-		runTarget(ctx, env, t, rep)
+		for _, t := range targets {
+			if ctx.Err() != nil {
+				break
+			}
+			runTarget(ctx, env, t, rep)
+		}
+		// Whichever target runs first or last in a round does so only
+		// every other round.
+		slices.Reverse(targets)
 	}
 	if env.wants("faults") && ctx.Err() == nil {
 		runFaults(ctx, env, rep)

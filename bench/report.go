@@ -62,6 +62,10 @@ type result struct {
 	VsDirect  *float64 `json:"vs_direct,omitempty"`
 	VsWschaos *float64 `json:"vs_wschaos,omitempty"`
 	Note      string   `json:"note,omitempty"`
+	// With -rounds: every round's value, in the order measured (Value is
+	// their median), and how many rounds could not measure the figure.
+	Samples      []float64 `json:"samples,omitempty"`
+	FailedRounds int       `json:"failed_rounds,omitempty"`
 }
 
 // machine describes where the figures were measured.
@@ -95,23 +99,47 @@ func figureOf(workload, name string) figure {
 	panic("unknown figure " + workload + "/" + name)
 }
 
+// add records a figure's value; a figure measured again (in a later
+// round) gets the value as one more sample, and keeps its first note.
 func (r *report) add(workload, name, target string, v float64, note string) {
 	f := figureOf(workload, name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.Results = append(r.Results, result{Workload: workload, Figure: name, Unit: f.unit, Better: f.better,
-		Target: target, Status: statusOK, Value: &v, Note: note})
 	logf("%s: %s %s: %s %s", target, workload, name, format(v), f.unit)
+	if x := r.find(workload, name, target); x != nil {
+		x.Samples = append(x.Samples, v)
+		return
+	}
+	for i := range r.Results {
+		if x := &r.Results[i]; x.Workload == workload && x.Figure == name && x.Target == target && x.Status == statusError {
+			// An earlier round failed where this one measured.
+			*x = result{Workload: workload, Figure: name, Unit: f.unit, Better: f.better, Target: target,
+				Status: statusOK, Value: &v, Note: joinNote(note, roundFailed(x.Note)),
+				Samples: []float64{v}, FailedRounds: 1}
+			return
+		}
+	}
+	r.Results = append(r.Results, result{Workload: workload, Figure: name, Unit: f.unit, Better: f.better,
+		Target: target, Status: statusOK, Value: &v, Note: note, Samples: []float64{v}})
 }
 
 // markAll records every figure of workload for target with a status
 // other than ok (missing, n/a, error) and why; the note goes on the
-// first only.
+// first only. An error in a later round, for a figure an earlier round
+// measured, is counted on that figure (and fails the run).
 func (r *report) markAll(workload, target, status, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range figures {
-		if f.workload != workload || r.has(workload, f.name, target) {
+		if f.workload != workload {
+			continue
+		}
+		if x := r.find(workload, f.name, target); x != nil && status == statusError {
+			x.FailedRounds++
+			x.Note = joinNote(x.Note, roundFailed(why))
+			continue
+		}
+		if r.has(workload, f.name, target) {
 			continue
 		}
 		r.Results = append(r.Results, result{Workload: workload, Figure: f.name, Unit: f.unit, Better: f.better,
@@ -139,9 +167,22 @@ func (r *report) find(workload, name, target string) *result {
 	return nil
 }
 
-// computeRatios sets each figure's ratio to the direct connection's and
-// to wschaos's (no rules), and sorts the results into the report's order.
+// computeRatios sets the value of each figure measured in several rounds
+// to their median, then each figure's ratio to the direct connection's
+// and to wschaos's (no rules), and sorts the results into the report's
+// order.
 func (r *report) computeRatios() {
+	for i := range r.Results {
+		x := &r.Results[i]
+		if len(x.Samples) < 2 {
+			x.Samples = nil
+			continue
+		}
+		s := slices.Sorted(slices.Values(x.Samples))
+		m := median(s)
+		x.Value = &m
+		x.Note = joinNote(fmt.Sprintf("median of %d rounds, %s to %s", len(s), format(s[0]), format(s[len(s)-1])), x.Note)
+	}
 	for i := range r.Results {
 		x := &r.Results[i]
 		if x.Status != statusOK || x.Workload == "faults" {
@@ -170,11 +211,36 @@ func (r *report) computeRatios() {
 	})
 }
 
+// median of sorted values: the middle one, or the mean of the two.
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// roundFailed notes a round that could not measure a figure, and why.
+func roundFailed(why string) string {
+	if why == "" {
+		return "a round failed"
+	}
+	return "a round failed: " + why
+}
+
+// joinNote joins two notes with "; ", either of which may be empty.
+func joinNote(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "; " + b
+}
+
 // failed reports whether a figure of a present component is missing
-// because the harness could not measure it.
+// because the harness could not measure it, in any round.
 func (r *report) failed() bool {
 	for _, x := range r.Results {
-		if x.Status == statusError {
+		if x.Status == statusError || x.FailedRounds > 0 {
 			return true
 		}
 	}
