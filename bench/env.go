@@ -28,6 +28,7 @@ type env struct {
 
 	wschaosBin string
 	wschaosErr error
+	wschaosRev string // git describe of the working tree when it was built
 
 	toxiproxyBin string
 	toxiproxyErr error
@@ -138,6 +139,7 @@ func (e *env) selectedTargets() []*target {
 func (e *env) buildWschaos(ctx context.Context) (string, error) {
 	bin := filepath.Join(e.dir, "wschaos")
 	t := time.Now()
+	e.wschaosRev = gitDescribe(e.root) // before: an edit during the build makes it dirty
 	if err := e.goCmd(ctx, e.root, nil, "build", "-o", bin, "./cmd/wschaos"); err != nil {
 		return "", fmt.Errorf("go build ./cmd/wschaos: %w", err)
 	}
@@ -200,7 +202,7 @@ func findNginx(bin string) (string, string, error) {
 
 // components lists what was measured, with versions, for the report.
 func (e *env) components() map[string]string {
-	m := map[string]string{"wschaos": "working tree " + gitDescribe(e.root)}
+	m := map[string]string{"wschaos": "working tree " + e.wschaosRev}
 	if e.wants("nginx") {
 		if e.nginxErr != nil {
 			m["nginx"] = "missing: " + e.nginxErr.Error()
