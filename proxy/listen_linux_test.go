@@ -3,7 +3,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -199,24 +198,18 @@ func TestListenDefersAccept(t *testing.T) {
 
 	const handshakeTimeout = 300 * time.Millisecond
 	addr, _ := startProxyOn(t, ln, startGorillaEcho(t), func(p *proxy.Proxy) { p.HandshakeTimeout = handshakeTimeout })
-	host := addr[len("ws://"):]
 
 	t.Run("request after a pause longer than the handshake timeout", func(t *testing.T) {
 		t.Parallel()
-		conn, err := net.DialTimeout("tcp", host, testTimeout)
-		if err != nil {
-			t.Fatalf("dial: got %v; want nil", err)
-		}
-		t.Cleanup(func() { conn.Close() })
+		conn, br := dialTCP(t, addr)
 		time.Sleep(2 * handshakeTimeout)
-		c := &rawConn{Conn: conn, br: bufio.NewReader(conn), client: true}
+		c := &rawConn{Conn: conn, br: br, client: true}
 		c.write(t, upgradeRequest(t, addr, nil))
-		c.SetReadDeadline(time.Now().Add(testTimeout))
 		resp, err := http.ReadResponse(c.br, nil)
 		if err != nil {
 			t.Fatalf("upgrade response: got %v; want 101", err)
 		}
-		c.SetReadDeadline(time.Time{})
+		c.SetDeadline(time.Time{})
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("upgrade status: got %d; want 101", resp.StatusCode)
 		}
@@ -226,13 +219,8 @@ func TestListenDefersAccept(t *testing.T) {
 	})
 	t.Run("silent client", func(t *testing.T) {
 		t.Parallel()
-		conn, err := net.DialTimeout("tcp", host, testTimeout)
-		if err != nil {
-			t.Fatalf("dial: got %v; want nil", err)
-		}
-		t.Cleanup(func() { conn.Close() })
+		conn, _ := dialTCP(t, addr) // reads end within testTimeout
 		start := time.Now()
-		conn.SetReadDeadline(start.Add(testTimeout))
 		n, err := conn.Read(make([]byte, 1))
 		var ne net.Error
 		if n != 0 || err == nil || (errors.As(err, &ne) && ne.Timeout()) {
