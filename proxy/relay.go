@@ -62,10 +62,10 @@ func (c *copier) park() bool {
 	if pl == nil || c.src.fd < 0 || c.waitIdle(pl) {
 		return false
 	}
+	c.src.keepAlive() // quiet long enough for it to matter
 	if !c.state.CompareAndSwap(copierRunning, copierParked) {
 		return false
 	}
-	c.src.keepAlive()
 	if pl.park(c) {
 		pl.parkedAfterRun()
 		return true // from here on another goroutine may run c

@@ -164,12 +164,6 @@ func (s *session) open() {
 	s.opened = true
 	s.mu.Unlock()
 
-	// Each copier ends once its source ends or the connections are
-	// closed, which the end of the other one, a close handshake's timer or
-	// a forced shutdown brings about; it parks with the poller, ending its
-	// goroutine, whenever its source has been quiet for parkAfter. The
-	// session may be ending already: states move by compare-and-swap, so
-	// each copier is started exactly once, here or by the poller.
 	// A connection that cannot park never falls quiet in the poller's
 	// eyes: it gets keep-alive now.
 	for _, c := range s.copiers {
@@ -177,6 +171,13 @@ func (s *session) open() {
 			c.src.keepAlive()
 		}
 	}
+
+	// Each copier ends once its source ends or the connections are
+	// closed, which the end of the other one, a close handshake's timer or
+	// a forced shutdown brings about; it parks with the poller, ending its
+	// goroutine, whenever its source has been quiet for parkAfter. The
+	// session may be ending already: states move by compare-and-swap, so
+	// each copier is started exactly once, here or by the poller.
 	var inline *copier
 	for _, c := range s.copiers {
 		if !c.state.CompareAndSwap(0, copierRunning) {
