@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	gorilla "github.com/gorilla/websocket"
 
 	"github.com/wschaos/wschaos/proxy"
 )
@@ -126,8 +127,9 @@ func TestKeepAliveOnceQuiet(t *testing.T) {
 }
 
 // TestKeepAliveWhenNotParkable checks that a connection whose copier cannot
-// park (TLS on the proxy's listener) gets keep-alive when its session
-// opens, and that a plain HTTP connection gets it when net/http takes it.
+// park (TLS, on the proxy's listener or to the upstream) gets keep-alive
+// when its session opens, and that a plain HTTP connection gets it when
+// net/http takes it.
 func TestKeepAliveWhenNotParkable(t *testing.T) {
 	t.Parallel()
 	t.Run("TLS session", func(t *testing.T) {
@@ -145,6 +147,27 @@ func TestKeepAliveWhenNotParkable(t *testing.T) {
 		// The session opens once the answer to the client is written.
 		waitUntil(t, "SO_KEEPALIVE of the TLS client's connection is 1", func() bool {
 			return keepAliveOf(t, ln.Addr(), c.LocalAddr()) == 1
+		})
+	})
+	t.Run("wss upstream", func(t *testing.T) {
+		t.Parallel()
+		seen := make(chan string, 1) // the proxy's address, as the upstream sees it
+		srv := serveHTTPS(t, gorillaHandler(gorilla.Upgrader{}, func(c *gorilla.Conn, r *http.Request) {
+			seen <- r.RemoteAddr
+			gorillaEcho(c, r)
+		}, nil))
+		up := wsURLOf(t, srv)
+		addr, _ := startProxy(t, up, func(p *proxy.Proxy) {
+			p.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+		})
+		c, _ := dialGorilla(t, addr, nil)
+		echoOnce(t, c, "over TLS")
+		local, err := net.ResolveTCPAddr("tcp", <-seen)
+		if err != nil {
+			t.Fatalf("upstream's RemoteAddr: got %v; want host:port", err)
+		}
+		waitUntil(t, "SO_KEEPALIVE of the wss upstream's connection is 1", func() bool {
+			return keepAliveOf(t, local, srv.Listener.Addr()) == 1
 		})
 	})
 	t.Run("plain HTTP", func(t *testing.T) {
