@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 )
 
@@ -27,22 +26,12 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 }
 
 // keepAlive turns on TCP keep-alive with Go's defaults (probes after 15 s
-// of quiet) for c, or for the TCP connection under a TLS connection or a
-// connection with buffered bytes. Keep-alive matters for a connection
-// nothing is read from or written to: one with traffic finds a dead peer
-// through its writes' retransmissions, or is talking to a live one.
+// of quiet) for the TCP connection under c's TLS and buffering wrappers.
+// Keep-alive matters for a connection nothing is read from or written to:
+// one with traffic finds a dead peer through its writes' retransmissions,
+// or is talking to a live one.
 func keepAlive(c net.Conn) {
-	for {
-		switch cc := c.(type) {
-		case *net.TCPConn:
-			cc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
-			return
-		case *tls.Conn:
-			c = cc.NetConn()
-		case *bufferedConn:
-			c = cc.Conn
-		default:
-			return
-		}
+	if tcp, ok := rawConn(c).(*net.TCPConn); ok {
+		tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 	}
 }
