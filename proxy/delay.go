@@ -130,7 +130,7 @@ func (d *delayer) run() {
 			return
 		}
 		// Counting rules count a delayed message when it is delivered.
-		if f.close == nil && !f.h.OpCode.IsControl() && s.counting.Load()&uint32(sideDir(d.c.src.side)) != 0 {
+		if f.close == nil && !f.h.OpCode.IsControl() && s.isCounting(d.c.src.side) {
 			s.counted(d.c.src.side, f.h)
 		}
 	}

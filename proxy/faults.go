@@ -303,6 +303,12 @@ func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
 	}))
 }
 
+// isCounting reports whether counting rules (after_messages, after_bytes)
+// watch the frames from src: whether they must be fed to counted.
+func (s *session) isCounting(src side) bool {
+	return s.counting.Load()&uint32(sideDir(src)) != 0
+}
+
 // isHung reports whether frames from src are not to be relayed.
 func (s *session) isHung(src side) bool {
 	return s.hung.Load()&uint32(sideDir(src)) != 0

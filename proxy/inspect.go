@@ -45,7 +45,7 @@ func (c *copier) hold(h ws.Header) error {
 		if err := c.relayFrame(h); err != nil {
 			return err
 		}
-		if c.s.counting.Load()&uint32(sideDir(c.src.side)) != 0 {
+		if c.s.isCounting(c.src.side) {
 			if held > 0 {
 				c.s.counted(c.src.side, ws.Header{OpCode: ws.OpContinuation, Length: held})
 			}
@@ -82,7 +82,7 @@ func (c *copier) hold(h ws.Header) error {
 	if err := c.release(); err != nil {
 		return err
 	}
-	if c.s.counting.Load() != 0 {
+	if c.s.isCounting(c.src.side) {
 		c.s.counted(c.src.side, ws.Header{Fin: true, OpCode: h.OpCode, Length: n})
 	}
 	return nil

@@ -210,7 +210,7 @@ func (c *copier) loop() error {
 		if err := c.relayFrame(h); err != nil {
 			return err
 		}
-		if !h.OpCode.IsControl() && s.counting.Load()&uint32(sideDir(src.side)) != 0 {
+		if !h.OpCode.IsControl() && s.isCounting(src.side) {
 			s.counted(src.side, h)
 		}
 	}
