@@ -214,10 +214,6 @@ func everySpread(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	}
 }
 
-// awaitClose reads c's close frame, until deadline. It returns when the
-// frame reached the client's kernel (stamped false: when it was read, see
-// arrived) and when it was read; closed is false, the failure counted in f
-// and c closed, if no close frame came. A close with another code than
 // closeNote appends to note what went otherwise for n fault sessions:
 // closes timed by goroutines for want of kernel receive times, closes
 // with another code than the rule's, and failures.
@@ -234,6 +230,10 @@ func closeNote(note string, unstamped, wrong int64, f *failures, n int) string {
 	return note
 }
 
+// awaitClose reads c's close frame, until deadline. It returns when the
+// frame reached the client's kernel (stamped false: when it was read, see
+// arrived) and when it was read; closed is false, the failure counted in f
+// and c closed, if no close frame came. A close with another code than
 // want is counted in wrong.
 func awaitClose(c *wsConn, deadline time.Time, want ws.StatusCode, f *failures, wrong *atomic.Int64) (arrival, read time.Time, stamped, closed bool) {
 	c.c.SetDeadline(deadline)

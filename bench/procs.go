@@ -87,7 +87,6 @@ func stopAll() {
 	}
 }
 
-// forget removes a stopped child from the registry.
 // end stops c, with a grace of 3 s, and forgets it.
 func (c *child) end() {
 	c.stop(3 * time.Second)
@@ -103,6 +102,7 @@ func startTailed(name string, cmd *exec.Cmd) (*child, *tail, error) {
 	return c, errs, err
 }
 
+// forget removes a stopped child from the registry.
 func forget(c *child) {
 	children.mu.Lock()
 	defer children.mu.Unlock()
