@@ -14,10 +14,6 @@ import (
 // share the machine's cores with the proxy, and a real client would be on
 // a host of its own. The goroutine-side times are kept too, as notes.
 
-// soTimestampNS is SO_TIMESTAMPNS; the control message it brings has the
-// same type (SCM_TIMESTAMPNS).
-const soTimestampNS = 35
-
 // stampConn is a client connection that reads through recvmsg and keeps
 // the kernel's receive time of the bytes its latest read returned.
 type stampConn struct {
@@ -35,7 +31,7 @@ func newStampConn(c *net.TCPConn) (*stampConn, error) {
 	}
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soTimestampNS, 1)
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
 	}); err != nil {
 		return nil, err
 	}
@@ -63,7 +59,7 @@ func (c *stampConn) Read(p []byte) (int, error) {
 	c.at = time.Time{}
 	if msgs, perr := syscall.ParseSocketControlMessage(c.oob[:oobn]); perr == nil {
 		for _, m := range msgs {
-			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == soTimestampNS && len(m.Data) >= 16 {
+			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
 				sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
 				nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
 				c.at = time.Unix(sec, nsec)
