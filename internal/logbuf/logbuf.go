@@ -80,10 +80,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		wait = w.waitLocked(w.in)
 	}
 	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default: // the flusher is already due to run
-	}
+	w.kickFlusher()
 	if wait != nil {
 		select {
 		case <-wait:
@@ -104,10 +101,7 @@ func (w *Writer) Sync() error {
 	}
 	w.mu.Unlock()
 	if wait != nil {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
+		w.kickFlusher()
 		select {
 		case <-wait:
 		case <-w.done:
@@ -135,6 +129,14 @@ func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.err
+}
+
+// kickFlusher makes the flusher run soon, if it is not due to already.
+func (w *Writer) kickFlusher() {
+	select {
+	case w.kick <- struct{}{}:
+	default: // the flusher is already due to run
+	}
 }
 
 // waitLocked registers a wait for out to reach mark. w.mu must be held.
