@@ -67,7 +67,8 @@ def is_fault(rule=None):
 
 def faults(proxy, rule=None):
     """The 'fault fired' lines so far: for checks that none was written."""
-    return [e for e in proxy.log_lines() if is_fault(rule)(e)]
+    pred = is_fault(rule)
+    return [e for e in proxy.log_lines() if pred(e)]
 
 
 async def wait_faults(proxy, rule=None, count=1):
