@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -96,7 +98,12 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	if err := checkUpgrade(req); err != nil {
 		// gobwas/ws writes the answer RFC 6455 section 4.2.1 asks for
 		// (400, or 426 for a wrong version); it fails the same check.
-		_, _, _, _ = ws.HTTPUpgrader{}.Upgrade(req, &hijacker{conn: conn, br: br})
+		if errors.Is(err, errBadKey) {
+			// gobwas/ws checks only the key's length: it would answer 101.
+			writeStatus(conn, http.StatusBadRequest, err.Error())
+		} else {
+			_, _, _, _ = ws.HTTPUpgrader{}.Upgrade(req, &hijacker{conn: conn, br: br})
+		}
 		status := http.StatusBadRequest
 		if errors.Is(err, errBadVersion) {
 			status = http.StatusUpgradeRequired
@@ -115,6 +122,14 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	}
 
 	up, err := p.dialUpstream(req, conn)
+	if errors.Is(err, errBadExtensions) {
+		// The client's request, found wanting before anything is dialed.
+		answerBy()
+		writeStatus(conn, http.StatusBadRequest, err.Error())
+		log().Info("upgrade refused", zap.Int("status", http.StatusBadRequest), zap.Error(err))
+		refuse(http.StatusBadRequest, RefusedBadRequest, err)
+		return
+	}
 	if err != nil {
 		answerBy()
 		status, step := http.StatusBadGateway, RefusedUnreachable
@@ -189,12 +204,25 @@ func checkUpgrade(req *http.Request) error {
 		return errors.New("Upgrade is not websocket")
 	case !headerHasToken(req.Header, "Connection", "upgrade"):
 		return errors.New("Connection has no upgrade token")
-	case len(req.Header.Get("Sec-WebSocket-Key")) != 24:
-		return errors.New("bad Sec-WebSocket-Key")
+	case !validKey(req.Header.Get("Sec-WebSocket-Key")):
+		return errBadKey
+	case req.Header.Get("Sec-WebSocket-Version") == "":
+		return errors.New("no Sec-WebSocket-Version")
 	case req.Header.Get("Sec-WebSocket-Version") != "13":
 		return errBadVersion
 	}
+	// A list may be split over several field lines (RFC 9110 section
+	// 5.3); gobwas/ws's HTTPUpgrader, which answers the client, reads only
+	// the first.
+	req.Header["Connection"] = []string{strings.Join(req.Header.Values("Connection"), ", ")}
 	return nil
+}
+
+// validKey reports whether k is the base64 of 16 bytes (RFC 6455 section
+// 4.2.1, item 5).
+func validKey(k string) bool {
+	b, err := base64.StdEncoding.DecodeString(k)
+	return err == nil && len(b) == 16
 }
 
 func headerHasToken(h http.Header, key, token string) bool {
@@ -256,8 +284,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 		var ok bool
 		exts, ok = httphead.ParseOptions([]byte(v), exts)
 		if !ok {
-			return nil, &upstreamStatusError{status: http.StatusBadRequest, header: http.Header{},
-				body: []byte("malformed Sec-WebSocket-Extensions\n")}
+			return nil, errBadExtensions
 		}
 	}
 	answer := http.Header{}
@@ -312,13 +339,19 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 
 func readStatusError(status int, r io.Reader) *upstreamStatusError {
 	e := &upstreamStatusError{status: status, header: http.Header{}}
-	resp, err := http.ReadResponse(bufio.NewReader(r), nil)
+	// ReadResponse drops a Connection header that says close: keep the
+	// head as it came to see which headers Connection names.
+	var raw bytes.Buffer
+	resp, err := http.ReadResponse(bufio.NewReader(io.TeeReader(r, &raw)), nil)
 	if err != nil {
 		return e
 	}
+	tp := textproto.NewReader(bufio.NewReader(&raw))
+	tp.ReadLine()
+	sent, _ := tp.ReadMIMEHeader()
 	defer resp.Body.Close()
 	for k, vs := range resp.Header {
-		if isHopByHop(k) || k == "Content-Length" {
+		if isHopByHop(k) || k == "Content-Length" || connectionListed(http.Header(sent), k) {
 			continue
 		}
 		e.header[k] = vs
@@ -473,8 +506,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 var (
-	errHeadTooLarge = errors.New("request head too large")
-	errBadVersion   = errors.New("Sec-WebSocket-Version is not 13")
+	errHeadTooLarge  = errors.New("request head too large")
+	errBadVersion    = errors.New("Sec-WebSocket-Version is not 13")
+	errBadKey        = errors.New("bad Sec-WebSocket-Key")
+	errBadExtensions = errors.New("malformed Sec-WebSocket-Extensions")
 )
 
 // peekHead waits until br holds a whole request head and reports whether it

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +34,11 @@ func (p *Proxy) newHTTPServer() *http.Server {
 			r.Out.URL = joinURL(&origin, r.In.URL)
 			r.Out.Host = ""
 			r.SetXForwarded()
+			// SetXForwarded looks at r.TLS, which net/http leaves nil: it
+			// is handed the proxy's buffered connection, not a tls.Conn.
+			if c, ok := r.In.Context().Value(connKey{}).(net.Conn); ok && isTLS(c) {
+				r.Out.Header.Set("X-Forwarded-Proto", "https")
+			}
 		},
 		Transport: p.httpTransport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -60,6 +66,8 @@ func (p *Proxy) newHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: p.handshakeTimeout(),
+		MaxHeaderBytes:    maxHeadSize, // a kept-alive connection's later requests, as peekHead bounds the first
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
 	}
 }
@@ -133,3 +141,7 @@ func putHeadReader(br *bufio.Reader) {
 	br.Reset(nil)
 	headReaderPool.Put(br)
 }
+
+// connKey carries the accepted connection in a plain HTTP request's
+// context.
+type connKey struct{}
