@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -15,10 +16,9 @@ import (
 // them, in order, without stalling the other direction: its copier keeps
 // reading and queueing while the delayer's goroutine writes what is due.
 type delayer struct {
-	c       *copier
-	latency time.Duration
-	jitter  time.Duration
-	rnd     *rand.Rand // nil: no jitter
+	c   *copier
+	a   *rules.Action // the delay rule's: Latency and Jitter
+	rnd *rand.Rand    // nil: no jitter
 
 	mu   sync.Mutex
 	q    []heldFrame
@@ -47,7 +47,7 @@ func (s *session) startDelay(dir rules.Direction, a *rules.Action, rnd *rand.Ran
 		if rnd != nil {
 			own = rand.New(rand.NewPCG(rnd.Uint64(), rnd.Uint64()))
 		}
-		d := &delayer{c: c, latency: a.Latency, jitter: a.Jitter, rnd: own, wake: make(chan struct{}, 1)}
+		d := &delayer{c: c, a: a, rnd: own, wake: make(chan struct{}, 1)}
 		if c.delay.CompareAndSwap(nil, d) {
 			go d.run() // goroutine "delay <side>": ends with the session
 		}
@@ -69,11 +69,15 @@ func (d *delayer) hold(h ws.Header) (closing *closeInfo, err error) {
 		info := parseClose(h, p)
 		f.close = &info
 	}
-	extra := time.Duration(0)
-	if d.rnd != nil && d.jitter > 0 {
-		extra = time.Duration(d.rnd.Int64N(int64(d.jitter) + 1))
+	wait := d.a.Latency
+	if d.rnd != nil {
+		// JitterFrom draws up to the largest jitter the rules accept.
+		wait += d.a.JitterFrom(d.rnd)
+		if wait < d.a.Latency {
+			wait = math.MaxInt64 // the sum overflowed
+		}
 	}
-	f.due = time.Now().Add(d.latency + extra)
+	f.due = time.Now().Add(wait)
 	d.mu.Lock()
 	if f.due.Before(d.last) {
 		f.due = d.last

@@ -763,3 +763,68 @@ func TestWaveOverIdleSessions(t *testing.T) {
 		}
 	}
 }
+
+// A delay rule with the largest jitter the rules accept holds the frame
+// (for up to about 292 years) without overflowing the draw, and the other
+// direction goes on.
+func TestDelayLargestJitter(t *testing.T) {
+	client, upstream, _, _, _ := rulePair(t, []rules.Spec{{
+		Name: "slow", On: "connect", Action: "delay", Direction: "client",
+		Latency: "1ms", Jitter: "2562047h47m16.854775807s", // math.MaxInt64 ns
+	}})
+	client.writeFrame(t, true, ws.OpText, []byte("held"))
+	upstream.expectSilence(t, 200*time.Millisecond, "upstream")
+	upstream.writeFrame(t, true, ws.OpText, []byte("not delayed"))
+	f := client.readFrame(t)
+	if f.Header.OpCode != ws.OpText || string(f.Payload) != "not delayed" {
+		t.Errorf("client: got %v %q; want text \"not delayed\"", f.Header.OpCode, f.Payload)
+	}
+}
+
+// A close fault on a hung session: the peers' answers to the proxy's
+// close frames are its close handshake, not hung traffic to drop.
+func TestHangThenCloseAnswered(t *testing.T) {
+	client, upstream, _, ev, id := rulePair(t, []rules.Spec{
+		{Name: "black-hole", On: "connect", Action: "hang"},
+		{Name: "deploy", After: "100ms", Action: "close", Code: int64(1012), Reason: ptr("restart"), To: "both"},
+	})
+	f, code, _ := client.readCloseFrame(t)
+	if code != 1012 {
+		t.Fatalf("client close code: got %v; want 1012", code)
+	}
+	uf, ucode, _ := upstream.readCloseFrame(t)
+	if ucode != 1012 {
+		t.Fatalf("upstream close code: got %v; want 1012", ucode)
+	}
+	start := time.Now()
+	client.answerClose(t, f)
+	upstream.answerClose(t, uf)
+	client.expectEnd(t)
+	took := time.Since(start)
+	closed := ev.waitOne(t, proxy.EventClosed, id)
+	if took > time.Second {
+		t.Errorf("session ended %v after both answered; want at once, not after the 2 s grace", took)
+	}
+	if closed.ClientCode != 1012 || closed.UpstreamCode != 1012 {
+		t.Errorf("closed event codes: got client %d, upstream %d; want 1012, 1012", closed.ClientCode, closed.UpstreamCode)
+	}
+}
+
+// A hang's duration ends with a reset only if nothing else ended the
+// session first: here a close rule's 1012 wins, and the client, which
+// does not answer it, gets the proxy's FIN after the grace, not a reset.
+func TestHangDurationAfterCloseWon(t *testing.T) {
+	client, _, _, _, _ := rulePair(t, []rules.Spec{
+		{Name: "black-hole", On: "connect", Action: "hang", Direction: "upstream", Duration: "400ms"},
+		{Name: "deploy", After: "100ms", Action: "close", Code: int64(1012), Reason: ptr("restart")},
+	})
+	_, code, _ := client.readCloseFrame(t)
+	if code != 1012 {
+		t.Fatalf("close code: got %v; want 1012", code)
+	}
+	start := time.Now()
+	if err := client.expectEnd(t); isResetErr(err) {
+		t.Errorf("got a TCP reset %v after the 1012 close frame; want the close rule's ending",
+			time.Since(start).Round(10*time.Millisecond))
+	}
+}

@@ -143,19 +143,20 @@ func (c *copier) loop() error {
 			s.log(zap.DebugLevel, "frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
 				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
 		}
+		if s.closing.Load() || src.sentClose.Load() {
+			// The proxy closed the session, or src already said its last
+			// word: only its close frame still matters, hung or not (the
+			// answer to the proxy's close frame ends the session).
+			if err := c.drain(h); err != nil {
+				return err
+			}
+			continue
+		}
 		if s.isHung(src.side) {
 			// Not a frame more is relayed, pings and pongs included. The
 			// frames are read and dropped, so that the peer going away is
 			// still seen and mirrored.
 			if _, err := src.br.Discard(int(min(h.Length, 1<<30))); err != nil {
-				return err
-			}
-			continue
-		}
-		if s.closing.Load() || src.sentClose.Load() {
-			// The proxy closed the session, or src already said its last
-			// word: only its close frame still matters.
-			if err := c.drain(h); err != nil {
 				return err
 			}
 			continue
