@@ -396,6 +396,10 @@ func parseDuration(s string) (time.Duration, error) {
 // parseRange reads "30s" or "10s..30s".
 func parseRange(s string) (lo, hi time.Duration, err error) {
 	a, b, isRange := strings.Cut(s, "..")
+	if isRange && (strings.HasPrefix(b, ".") || strings.HasSuffix(a, ".")) {
+		// "0s...5s" would read as 0s..500ms (".5s" is a Go duration).
+		return 0, 0, fmt.Errorf("%q is not a duration or a range; write \"30s\" or \"10s..30s\"", s)
+	}
 	if lo, err = parseDuration(a); err != nil {
 		return 0, 0, fmt.Errorf("%q is not a duration or a range; write \"30s\" or \"10s..30s\"", s)
 	}

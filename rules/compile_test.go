@@ -417,6 +417,12 @@ func TestCompileErrors(t *testing.T) {
 			msg:   "is not a duration or a range",
 		},
 		{
+			name:  "after range with three dots",
+			spec:  Spec{Name: "r", After: "0s...5s", Action: "reset"},
+			field: "after",
+			msg:   `"0s...5s" is not a duration or a range`,
+		},
+		{
 			name:  "after range reversed",
 			spec:  Spec{Name: "r", After: "30s..10s", Action: "reset"},
 			field: "after",
