@@ -289,12 +289,17 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 	}
 	answer := http.Header{}
 	var statusErr *upstreamStatusError
+	var dialed net.Conn // tracked while the handshake lasts
 	d := ws.Dialer{
 		Protocols:  splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
 		Extensions: exts,
 		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client)),
 		TLSConfig:  p.TLSClientConfig,
-		NetDial:    p.dial,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := p.dialTracked(ctx, network, addr)
+			dialed = c
+			return c, err
+		},
 		OnHeader: func(k, v []byte) error {
 			key := string(k)
 			if !isHopByHop(key) {
@@ -308,10 +313,13 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 	}
 	// A context that is never done, with Timeout bounding the connect and
 	// the handshake through connection deadlines: gobwas/ws then starts no
-	// goroutine per dial to watch the context. Shutdown does not wait for
-	// a dial: it closes the client, and the dial ends within Timeout.
+	// goroutine per dial to watch the context. Shutdown ends a dial under
+	// way through dialTracked instead.
 	d.Timeout = p.handshakeTimeout()
 	conn, br, hs, err := d.Dial(context.Background(), target.String())
+	if dialed != nil {
+		p.untrackDial(dialed)
+	}
 	if err != nil {
 		if statusErr != nil {
 			return nil, statusErr
@@ -335,6 +343,36 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 		ws.PutReader(br)
 	}
 	return &upstream{conn: conn, br: fr, hs: hs, answer: answer}, nil
+}
+
+// dialTracked dials the upstream's TCP connection so that Shutdown can
+// end it: the connect through p.dialing, the handshake that follows by
+// closing the connection, which stays in p.dials until untrackDial.
+func (p *Proxy) dialTracked(ctx context.Context, network, addr string) (net.Conn, error) {
+	// net.Dialer's Cancel would start a goroutine per dial; AfterFunc
+	// starts none unless Shutdown comes.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(p.dialing, cancel)()
+	c, err := p.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		c.Close()
+		return nil, ErrServerClosed
+	}
+	p.dials[c] = struct{}{}
+	return c, nil
+}
+
+// untrackDial forgets an upstream connection whose handshake is over.
+func (p *Proxy) untrackDial(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.dials, c)
 }
 
 func readStatusError(status int, r io.Reader) *upstreamStatusError {

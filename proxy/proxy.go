@@ -111,9 +111,13 @@ type Proxy struct {
 	ln       net.Listener
 	sessions map[*session]struct{}
 	conns    map[net.Conn]struct{} // accepted, not yet a session
-	idle     chan struct{}         // closed when sessions and conns are both empty while closing
-	httpSrv  *http.Server
-	httpLn   *chanListener
+	dials    map[net.Conn]struct{} // upstream connections still in their handshake
+	// dialing ends the TCP connects under way when Shutdown starts.
+	dialing     context.Context
+	stopDialing context.CancelFunc
+	idle        chan struct{} // closed when sessions and conns are both empty while closing
+	httpSrv     *http.Server
+	httpLn      *chanListener
 	// httpTransport carries plain HTTP requests to the upstream's origin.
 	httpTransport *http.Transport
 	nextID        atomic.Uint64 // upgrade attempts: the rules' session ordinal
@@ -195,6 +199,7 @@ func (p *Proxy) init(ln net.Listener) error {
 	}
 	p.started = true
 	p.log = p.Logger
+	p.dialing, p.stopDialing = context.WithCancel(context.Background())
 	p.dial = p.NetDial
 	if p.dial == nil {
 		p.dial = (&net.Dialer{KeepAlive: -1}).DialContext
@@ -206,6 +211,7 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.ln = ln
 	p.sessions = make(map[*session]struct{})
 	p.conns = make(map[net.Conn]struct{})
+	p.dials = make(map[net.Conn]struct{})
 	p.idle = make(chan struct{})
 	p.httpLn = newChanListener(ln.Addr())
 	p.httpSrv = p.newHTTPServer()
@@ -303,6 +309,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for c := range p.conns {
 		// A connection still in its handshake has no session to close
 		// gracefully: its client has not been answered yet.
+		c.Close()
+	}
+	// Nor has the upstream of one: its dial ends now, not when the
+	// handshake timeout would end it.
+	p.stopDialing()
+	for c := range p.dials {
 		c.Close()
 	}
 	sessions := make([]*session, 0, len(p.sessions))

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,5 +236,93 @@ func TestShutdownDoesNotSplitAFrameInTransit(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Errorf("Shutdown: got no return within %v; want nil", testTimeout)
+	}
+}
+
+// stalledUpstream returns the address of a loopback listener that never
+// accepts and whose queue is full: a connect to it stays under way (the
+// kernel drops its SYNs), with no packet leaving loopback.
+func stalledUpstream(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 4 { // fill the queue: these complete and are never accepted
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return addr
+}
+
+// Shutdown ends an upstream dial under way, in its TCP connect or in its
+// handshake, instead of waiting for the handshake timeout.
+func TestShutdownEndsDials(t *testing.T) {
+	stalled := func(t *testing.T) (string, <-chan struct{}) {
+		addr := stalledUpstream(t)
+		dialed := make(chan struct{})
+		// The SYN cannot be seen: give the proxy time to send it.
+		time.AfterFunc(300*time.Millisecond, func() { close(dialed) })
+		return addr, dialed
+	}
+	cases := []struct {
+		name     string
+		upstream func(t *testing.T) (addr string, dialed <-chan struct{})
+		netDial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	}{
+		{"handshake unanswered", func(t *testing.T) (string, <-chan struct{}) {
+			ln := listenLocal(t)
+			t.Cleanup(func() { ln.Close() })
+			dialed := make(chan struct{})
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() }) // never answers
+				close(dialed)
+			}()
+			return ln.Addr().String(), dialed
+		}, nil},
+		{"connect under way", stalled, nil},
+		{"connect under way, NetDial set", stalled, (&net.Dialer{}).DialContext},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			upAddr, dialed := tc.upstream(t)
+			addr, p := startProxy(t, &url.URL{Scheme: "ws", Host: upAddr}, func(p *proxy.Proxy) {
+				p.HandshakeTimeout = 30 * time.Second
+				p.NetDial = tc.netDial
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-dialed:
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream was not dialed")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			p.Shutdown(ctx)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("Shutdown with 100 ms to drain returned after %v; want it not to wait for the dial", took)
+			}
+		})
 	}
 }
