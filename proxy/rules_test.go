@@ -444,3 +444,24 @@ func TestClosedEventNamesWhoClosedFirst(t *testing.T) {
 		}
 	}
 }
+
+// match.subprotocol is matched against the upstream's choice: when the
+// upstream chose none, what the client offered does not count.
+func TestSubprotocolMatchWhenUpstreamChoseNone(t *testing.T) {
+	up := startRawUpstream(t, rawUpstreamOptions{}) // answers without Sec-WebSocket-Protocol
+	set := compileRules(t, false, rules.Spec{
+		Name: "gql-only", On: "connect", Match: rules.MatchSpec{Subprotocol: "graphql-ws"},
+		Action: "close", Code: int64(1008), Reason: ptr("policy"),
+	})
+	addr, _, ev := startRules(t, up.URL, set)
+	client, resp := dialRaw(t, addr, http.Header{"Sec-Websocket-Protocol": {"graphql-ws"}}, nil)
+	if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != "" {
+		t.Fatalf("chosen subprotocol: got %q; want none", got)
+	}
+	up.accept(t)
+	id := ev.waitOne(t, proxy.EventOpened, 0).Session
+	client.expectSilence(t, 300*time.Millisecond, "client")
+	if f := ev.of(proxy.EventFault, id); len(f) != 0 {
+		t.Errorf("faults: got %+v; want none (the upstream chose no subprotocol)", f)
+	}
+}

@@ -90,6 +90,7 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client,
 		info:       sessionInfo(req, client.conn),
 	}
 	s.info.Subprotocol = hs.Protocol
+	s.info.Answered = true
 	s.copiers = [2]*copier{
 		{s: s, src: client, dst: upstream},
 		{s: s, src: upstream, dst: client},

@@ -15,7 +15,8 @@ type Session struct {
 	Path        string
 	Query       map[string][]string // as url.Values
 	Header      map[string][]string // as http.Header: canonical names
-	Subprotocol string              // the one the upstream chose; empty before the upstream answered
+	Subprotocol string              // the one the upstream chose; empty before it answered, or if it chose none
+	Answered    bool                // the upstream has answered: Subprotocol is its choice, even if empty
 	Offered     []string            // the subprotocols the client offered
 	Client      netip.Addr
 }
@@ -37,10 +38,16 @@ func (m *Match) Matches(s *Session) bool {
 		return false
 	}
 	if m.Subprotocol != nil {
-		// Before the upstream has chosen (a reject on connect), any
-		// offered subprotocol counts.
-		if s.Subprotocol != "" && !m.Subprotocol.Match(s.Subprotocol) ||
-			s.Subprotocol == "" && !slices.ContainsFunc(s.Offered, m.Subprotocol.Match) {
+		switch {
+		case s.Answered || s.Subprotocol != "":
+			// The upstream's choice decides; if it chose none, there is
+			// no subprotocol to match.
+			if s.Subprotocol == "" || !m.Subprotocol.Match(s.Subprotocol) {
+				return false
+			}
+		case !slices.ContainsFunc(s.Offered, m.Subprotocol.Match):
+			// Before the upstream has answered (a reject on connect), any
+			// offered subprotocol counts.
 			return false
 		}
 	}

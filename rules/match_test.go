@@ -276,6 +276,18 @@ func TestMatch(t *testing.T) {
 			want:    false,
 		},
 		{
+			name:    "subprotocol: the upstream chose none, an offered one would match",
+			match:   MatchSpec{Subprotocol: "chat.v*"},
+			session: Session{Answered: true, Offered: []string{"chat.v1"}},
+			want:    false,
+		},
+		{
+			name:    "subprotocol: the upstream chose none, any glob",
+			match:   MatchSpec{Subprotocol: "*"},
+			session: Session{Answered: true, Offered: []string{"chat.v1"}},
+			want:    false,
+		},
+		{
 			name:    "subprotocol: none chosen, one offered matches",
 			match:   MatchSpec{Subprotocol: "chat.v*"},
 			session: Session{Offered: []string{"other", "chat.v1"}},
