@@ -248,9 +248,16 @@ const maxBody = 64 << 10
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+	err := dec.Decode(v)
+	if err != nil && !errors.Is(err, io.EOF) {
 		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
 		return false
+	}
+	if err == nil {
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, "bad JSON body: more than one JSON value")
+			return false
+		}
 	}
 	return true
 }
@@ -393,6 +400,11 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		// net/http drops a HEAD response's body without an error: the
+		// stream would never see its client go.
+		return
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	kept, live := s.Events.lastAndFollow(ctx)

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1344,5 +1346,64 @@ func TestSecurityHeaders(t *testing.T) {
 				t.Errorf("Content-Security-Policy: got none; want one")
 			}
 		})
+	}
+}
+
+// A body is one JSON value: more after it is a bad body (400), not ignored.
+func TestBodyWithMoreThanOneJSONValue(t *testing.T) {
+	fake := newFake()
+	srv := httptest.NewServer((&control.Server{Proxy: fake}).Handler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/api/close", "application/json",
+		strings.NewReader(`{"code": 1012} {"code": "not a code", "bogus": true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("POST /api/close with two JSON values: %d %s; want 400; injected: %+v", resp.StatusCode, b, fake.takeInjected())
+	}
+}
+
+// HEAD /api/events?follow=1 is answered with the stream's headers and
+// ends: net/http drops a HEAD response's body without an error, so a
+// stream would never see its client go, and the next request on the
+// connection would hang.
+func TestFollowHead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := control.NewEventLog(10)
+	hs := &http.Server{Handler: (&control.Server{Proxy: newFake(), Events: events}).Handler()}
+	go hs.Serve(ln)
+	defer hs.Close() // does not wait for handlers
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	fmt.Fprintf(conn, "HEAD /api/events?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
+	if err != nil {
+		t.Fatalf("HEAD: %v", err)
+	}
+	t.Logf("HEAD answered %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if resp, err = http.ReadResponse(br, nil); err != nil {
+		t.Errorf("GET /healthz after HEAD /api/events?follow=1 on the same connection: %v", err)
+	}
+	conn.Close()
+	for i := 0; i < 5; i++ { // events are "sent" to the gone client without error
+		events.Event(proxy.Event{Kind: proxy.EventOpened, Session: uint64(i + 1)})
+	}
+	time.Sleep(time.Second)
+	buf := make([]byte, 1<<20)
+	if st := string(buf[:runtime.Stack(buf, true)]); strings.Contains(st, "control.(*Server).follow") {
+		t.Errorf("1s after the client closed its connection, the follow handler still runs")
 	}
 }

@@ -98,6 +98,8 @@ func compileOne(i int, sp *Spec, opts Options) (*Rule, []*FieldError) {
 		bad("name", `is required; add name = "..." so that logs and the admin API can name the rule`)
 	case "manual":
 		bad("name", `"manual" names faults fired by hand in events and metrics; pick another name`)
+	case ".", "..":
+		bad("name", "%q cannot be a path segment of the admin API (/api/rules/{name}/enable); pick another name", sp.Name)
 	}
 	compileMatch(&sp.Match, &r.Match, bad)
 

@@ -405,6 +405,12 @@ func TestCompileErrors(t *testing.T) {
 			msg:   `"disconnect" is not a trigger`,
 		},
 		{
+			name:  "name that is not a path segment",
+			spec:  Spec{Name: "..", On: "connect", Action: "reset"},
+			field: "name",
+			msg:   "cannot be a path segment",
+		},
+		{
 			name:  "bad after",
 			spec:  Spec{Name: "r", After: "soon", Action: "reset"},
 			field: "after",
