@@ -30,7 +30,7 @@ type watcher struct {
 	hup  <-chan os.Signal
 
 	mu   sync.Mutex // serializes reloads
-	last []byte     // the content last loaded
+	last []byte     // the content last loaded; set by the watcher's maker to what it loaded
 }
 
 // hupSignals delivers SIGHUP until ctx is done.
@@ -43,9 +43,6 @@ func hupSignals(ctx context.Context) <-chan os.Signal {
 
 // run is the body of the "reload" goroutine; it returns when ctx is done.
 func (w *watcher) run(ctx context.Context) {
-	w.mu.Lock()
-	w.last, _ = os.ReadFile(w.path)
-	w.mu.Unlock()
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {

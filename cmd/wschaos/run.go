@@ -131,9 +131,13 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	cfg := config.Default()
+	var loaded []byte // the configuration file's content, as loaded
 	if *cfgPath != "" {
 		var err error
-		if cfg, err = config.Load(*cfgPath); err != nil {
+		if loaded, err = os.ReadFile(*cfgPath); err != nil {
+			return fmt.Errorf("read config: %w", err)
+		}
+		if cfg, err = config.Parse(*cfgPath, loaded); err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
 	}
@@ -227,11 +231,19 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reloaded := make(chan struct{})
 	var reload func() error
 	if *cfgPath != "" {
-		w := &watcher{path: *cfgPath, p: p, log: log, hup: hupSignals(ctx)}
+		// The watcher compares the file with the bytes loaded above, so
+		// that a change made since is seen; it ends with run, whichever
+		// way run returns.
+		wctx, stopWatching := context.WithCancel(ctx)
+		defer func() {
+			stopWatching()
+			<-reloaded
+		}()
+		w := &watcher{path: *cfgPath, p: p, log: log, hup: hupSignals(wctx), last: loaded}
 		reload = func() error { return w.reload("admin API") }
-		go func() { // goroutine "reload": ends with ctx
+		go func() { // goroutine "reload": ends with wctx
 			defer close(reloaded)
-			w.run(ctx)
+			w.run(wctx)
 		}()
 	} else {
 		close(reloaded)

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +20,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/wschaos/wschaos/config"
+	"github.com/wschaos/wschaos/proxy"
 )
 
 // syncBuffer is a bytes.Buffer that the program's logger and the test can
@@ -280,5 +286,62 @@ func TestRunUpstreamOverride(t *testing.T) {
 				t.Errorf("run: got %v; want %v", err, nil)
 			}
 		})
+	}
+}
+
+// When run fails after starting its "reload" goroutine (here the admin
+// listener cannot be opened), the goroutine ends with it: no more polling
+// of the file, no reload of a closed proxy.
+func TestRunStopsWatcherOnError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	os.WriteFile(path, []byte("[log]\nformat = \"json\"\n"), 0o644)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &syncBuffer{}
+	err = run(ctx, []string{"run", "--config", path, "--listen", "127.0.0.1:0", "--admin-listen", busy.Addr().String()}, &syncBuffer{}, stderr)
+	if err == nil || !strings.Contains(err.Error(), "admin listen") {
+		t.Fatalf("run: %v; want an admin listen error", err)
+	}
+	os.WriteFile(path, []byte("[log]\nformat = \"json\"\n[[rule]]\nname = \"x\"\non = \"connect\"\naction = \"reset\"\n"), 0o644)
+	time.Sleep(1500 * time.Millisecond)
+	buf := make([]byte, 1<<20)
+	if st := string(buf[:runtime.Stack(buf, true)]); strings.Contains(st, "(*watcher).run") {
+		t.Errorf("run returned (%v), but its reload goroutine still runs", err)
+	}
+	if strings.Contains(stderr.String(), "rules reloaded") {
+		t.Errorf("after run returned, the leaked watcher reloaded rules:\n%s", stderr)
+	}
+}
+
+// The watcher compares the file with the bytes run loaded, so a change
+// made between the load and the watcher's start is applied.
+func TestWatcherSeesChangeMadeDuringStartup(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	a := []byte("[[rule]]\nname = \"a\"\non = \"connect\"\naction = \"reset\"\n")
+	b := []byte("[[rule]]\nname = \"b\"\non = \"connect\"\naction = \"reset\"\n")
+	os.WriteFile(path, a, 0o644)
+	cfg, err := config.Load(path) // what runProxy does at startup
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy.Proxy{Rules: cfg.RuleSet}
+	os.WriteFile(path, b, 0o644) // the file changes before the watcher starts
+	w := &watcher{path: path, p: p, log: zap.NewNop(), hup: make(chan os.Signal), last: a}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx) }()
+	time.Sleep(2500 * time.Millisecond) // more than two polls
+	cancel()
+	<-done
+	if name := p.Rules.Rules[0].Name; name != "b" {
+		t.Errorf("the file holds rule b, the proxy still runs rule %q after two polls", name)
 	}
 }
