@@ -55,9 +55,8 @@ func (s *session) attach() {
 			// answered) or, for a session older than the rule, from the
 			// rule's load.
 			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: time.Now()}
-			if sr.hit && lr.Trigger == rules.After {
-				d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
-				sr.timer = time.AfterFunc(d, func() { s.fire(sr, nil) })
+			if s.opened {
+				s.armAfter(sr) // else open arms it, once the client has its 101
 			}
 		}
 		list = append(list, sr)
@@ -79,6 +78,18 @@ func (s *session) attach() {
 	s.rules.Store(&list)
 	s.counting.Store(counting)
 	s.inspecting.Store(inspecting)
+}
+
+// armAfter starts the timer of an after rule that hits the session; s.mu
+// is held. The rule's time counts from sr.start, so a timer armed when the
+// session opens still fires when the rule said.
+func (s *session) armAfter(sr *sessionRule) {
+	lr := sr.lr
+	if !sr.hit || lr.Trigger != rules.After || sr.timer != nil {
+		return
+	}
+	d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
+	sr.timer = time.AfterFunc(d, func() { s.fire(sr, nil) })
 }
 
 func containsRule(list []*sessionRule, sr *sessionRule) bool {

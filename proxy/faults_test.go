@@ -1,12 +1,15 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -826,5 +829,38 @@ func TestHangDurationAfterCloseWon(t *testing.T) {
 	if err := client.expectEnd(t); isResetErr(err) {
 		t.Errorf("got a TCP reset %v after the 1012 close frame; want the close rule's ending",
 			time.Since(start).Round(10*time.Millisecond))
+	}
+}
+
+// An after rule counts from the session's opening, the client's 101: with
+// after = "0s", a reset or a drop comes after the 101 (the client sees
+// 1006), never before it (a failed handshake). Before the fix about one
+// session in a hundred failed.
+func TestAfterZeroFiresAfterThe101(t *testing.T) {
+	for _, action := range []string{"reset", "drop"} {
+		t.Run(action, func(t *testing.T) {
+			up, _ := startCountingEcho(t)
+			set := compileRules(t, false, rules.Spec{Name: "crash", After: "0s", Action: action})
+			addr, _, _ := startRules(t, up, set)
+			bad := 0
+			const n = 200
+			for i := 0; i < n; i++ {
+				u, _ := url.Parse(addr)
+				conn, err := net.Dial("tcp", u.Host)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn.Write(upgradeRequest(t, addr, nil))
+				conn.SetReadDeadline(time.Now().Add(testTimeout))
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+					bad++
+				}
+				conn.Close()
+			}
+			if bad > 0 {
+				t.Errorf("%s: %d of %d clients got no 101 (%s happened before the session opened); want 0", action, bad, n, action)
+			}
+		})
 	}
 }

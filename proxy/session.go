@@ -163,6 +163,13 @@ func (s *session) open() {
 	s.fireConnect()
 	s.mu.Lock()
 	s.opened = true
+	// After rules start now, not at attach: attach runs before the 101,
+	// and a reset or drop that came first would fail the handshake.
+	if !s.finished.Load() {
+		for _, sr := range *s.rules.Load() {
+			s.armAfter(sr)
+		}
+	}
 	s.mu.Unlock()
 
 	// A connection that cannot park never falls quiet in the poller's
