@@ -26,12 +26,14 @@ type delayer struct {
 	wake chan struct{}
 }
 
-// heldFrame is a whole frame waiting for its time.
+// heldFrame is a whole frame waiting for its time, or the end of the
+// source's connection (a FIN) behind the frames it sent before it.
 type heldFrame struct {
 	due   time.Time
 	h     ws.Header
 	p     []byte
 	close *closeInfo // non-nil for a close frame
+	eof   bool       // not a frame: the source's FIN, to mirror in its turn
 }
 
 // startDelay makes every frame in dir wait latency (plus jitter) from now
@@ -92,6 +94,23 @@ func (d *delayer) hold(h ws.Header) (closing *closeInfo, err error) {
 	return f.close, nil
 }
 
+// endAfterQueued queues the source's FIN behind the frames still held, so
+// that it does not overtake them; it reports false when none are held and
+// the FIN can be mirrored at once.
+func (d *delayer) endAfterQueued() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.q) == 0 {
+		return false
+	}
+	d.q = append(d.q, heldFrame{due: d.last, eof: true})
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
 // run writes queued frames when they are due, until the session ends.
 func (d *delayer) run() {
 	s := d.c.s
@@ -122,6 +141,12 @@ func (d *delayer) run() {
 		d.mu.Unlock()
 		if s.closing.Load() {
 			return // nothing follows the proxy's own close frame
+		}
+		if f.eof {
+			d.c.dst.closeWrite()
+			s.maybeFinish()
+			s.arm(closeGrace)
+			continue
 		}
 		var err error
 		if f.close != nil {

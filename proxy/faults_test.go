@@ -864,3 +864,21 @@ func TestAfterZeroFiresAfterThe101(t *testing.T) {
 		})
 	}
 }
+
+// A FIN from a delayed side does not overtake the frames it sent before
+// it: the client gets the delayed frame, then the FIN.
+func TestDelayedFramesBeforeFIN(t *testing.T) {
+	client, upstream, _, _, _ := rulePair(t, []rules.Spec{{
+		Name: "slow-upstream", On: "connect", Action: "delay", Direction: "upstream", Latency: "200ms",
+	}})
+	time.Sleep(50 * time.Millisecond) // the on-connect delay is in place
+	upstream.writeFrame(t, true, ws.OpText, []byte("last"))
+	upstream.Conn.(*net.TCPConn).CloseWrite()
+	f, err := client.tryReadFrame(testTimeout)
+	if err != nil || f.Header.OpCode != ws.OpText || string(f.Payload) != "last" {
+		t.Fatalf("client: got frame %v %q, err %v; want text \"last\" (delayed), then EOF", f.Header.OpCode, f.Payload, err)
+	}
+	if err := client.expectEnd(t); err != io.EOF {
+		t.Errorf("client after the delayed frame: got %v; want EOF (the upstream's FIN mirrored)", err)
+	}
+}

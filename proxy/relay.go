@@ -417,6 +417,9 @@ func (c *copier) ended(err error) {
 		if !src.sentClose.Load() {
 			s.setEnd(src.side.String(), "tcp closed without close frame", 0, "")
 		}
+		if d := c.delay.Load(); d != nil && d.endAfterQueued() {
+			return // the delayer mirrors the FIN after the frames it holds
+		}
 		dst.closeWrite()
 		s.maybeFinish()
 		s.arm(closeGrace)
