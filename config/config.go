@@ -279,6 +279,11 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 	if p.MaxFrameSize < 0 {
 		add("proxy.max_frame_size", "must not be negative; 0 means no limit")
 	}
+	if p.Seed != nil && *p.Seed < 0 {
+		// The seed is logged and shown as an unsigned number, which must
+		// be writable back here.
+		add("proxy.seed", "%d is negative; use a whole number from 0 to 9223372036854775807", *p.Seed)
+	}
 	if p.MaxInspectSize <= 0 {
 		add("proxy.max_inspect_size", "must be more than 0, such as \"1MiB\"")
 	}

@@ -232,6 +232,8 @@ func TestParseErrors(t *testing.T) {
 			2, "proxy.idle_timeout", "must not be negative"},
 		{"negative drain_timeout", "[proxy]\ndrain_timeout = \"-5s\"\n",
 			2, "proxy.drain_timeout", "must not be negative"},
+		{"negative seed", "[proxy]\nseed = -1\n",
+			2, "proxy.seed", "-1 is negative"},
 		{"bad size", "[proxy]\nmax_frame_size = \"12XB\"\n",
 			2, "proxy.max_frame_size", `"12XB" is not a size`},
 		{"negative size", "[proxy]\nmax_frame_size = -1\n",
