@@ -31,6 +31,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/pprof"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -136,7 +137,20 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("/debug/pprof/trace", s.auth(http.HandlerFunc(pprof.Trace)))
 	}
 	page, _ := fs.Sub(webFiles, "web")
-	mux.Handle("/", allow(map[string]http.HandlerFunc{"GET": http.FileServerFS(page).ServeHTTP}))
+	files := http.FileServerFS(page)
+	mux.Handle("/", allow(map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
+		// Every path the page does not have is an unknown endpoint,
+		// answered as the API answers one.
+		name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+		if name == "" {
+			name = "."
+		}
+		if _, err := fs.Stat(page, name); err != nil {
+			writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}}))
 
 	// Browsers send Sec-Fetch-Site and Origin; a state-changing request
 	// from another origin is refused (403), so a page elsewhere cannot

@@ -1407,3 +1407,32 @@ func TestFollowHead(t *testing.T) {
 		t.Errorf("1s after the client closed its connection, the follow handler still runs")
 	}
 }
+
+// A path that is neither the API nor one of the page's files is an
+// unknown endpoint, answered with a JSON error; the page's files are
+// served as before.
+func TestUnknownPathIsJSONError(t *testing.T) {
+	srv := httptest.NewServer((&control.Server{Proxy: newFake()}).Handler())
+	defer srv.Close()
+	for _, tc := range []struct {
+		path   string
+		status int
+		ctype  string
+	}{
+		{"/nope", http.StatusNotFound, "application/json"},
+		{"/metrics", http.StatusNotFound, "application/json"}, // no Metrics given
+		{"/", http.StatusOK, "text/html; charset=utf-8"},
+		{"/app.js", http.StatusOK, "text/javascript; charset=utf-8"},
+	} {
+		resp, err := http.Get(srv.URL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != tc.ctype {
+			t.Errorf("GET %s: got %d %q (%.60q); want %d %q", tc.path, resp.StatusCode,
+				resp.Header.Get("Content-Type"), b, tc.status, tc.ctype)
+		}
+	}
+}
