@@ -13,6 +13,9 @@ import (
 	coder "github.com/coder/websocket"
 	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/wschaos/wschaos/proxy"
+	"github.com/wschaos/wschaos/rules"
 )
 
 // closeResult is what one end learnt of a close handshake.
@@ -243,5 +246,61 @@ func TestUpstreamGoneWithoutCloseFrameGorillaClient(t *testing.T) {
 				t.Errorf("read: got %v; want close 1006 (or a reset after an RST)", err)
 			}
 		})
+	}
+}
+
+// A message held for an on_message rule, whose payload is still arriving
+// when the proxy closes the session, does not follow the proxy's own close
+// frame to the upstream.
+func TestHeldMessageAfterProxyClose(t *testing.T) {
+	spec := rules.Spec{Name: "never", OnMessage: ptr("^never-matches$"), Direction: "client",
+		Action: "close", Code: int64(4000), Reason: ptr("x")}
+	client, upstream, p, _, id := rulePair(t, []rules.Spec{spec})
+	frame := client.frame(true, ws.OpText, []byte("hello, upstream"))
+	client.write(t, frame[:8]) // header and part of the payload
+	time.Sleep(100 * time.Millisecond)
+
+	if err := p.Inject(id, proxy.Manual{Action: rules.Close, Code: 4001, Reason: "by hand"}); err != nil {
+		t.Fatalf("Inject: got %v; want nil", err)
+	}
+	client.expectClose(t, 4001, "by hand")
+	upstream.expectClose(t, ws.StatusGoingAway, "")
+	client.write(t, frame[8:]) // the rest of the message
+	time.Sleep(100 * time.Millisecond)
+	if f, err := upstream.tryReadFrame(300 * time.Millisecond); err == nil {
+		t.Errorf("upstream: got a %v frame %q after the proxy's close frame; want nothing more", f.Header.OpCode, f.Payload)
+	}
+}
+
+// A session whose last frame passed early on is closed about IdleTimeout
+// after that frame (checked every quarter of it), not nearly twice as late.
+func TestIdleTimeoutAfterEarlyFrame(t *testing.T) {
+	const idle = time.Second
+	client, upstream := rawPair(t, func(p *proxy.Proxy) { p.IdleTimeout = idle })
+	time.Sleep(50 * time.Millisecond)
+	client.writeFrame(t, true, ws.OpText, []byte("only message"))
+	upstream.expectText(t, "upstream", "only message")
+	last := time.Now()
+	f, err := client.tryReadFrame(3 * idle)
+	if err != nil || f.Header.OpCode != ws.OpClose {
+		t.Fatalf("client: got %v %v; want a close frame", f.Header.OpCode, err)
+	}
+	if waited := time.Since(last); waited > idle+idle/2 {
+		t.Errorf("idle close: came %v after the last frame; want about %v (the idle timeout)", waited.Round(time.Millisecond), idle)
+	}
+}
+
+// A session whose close handshake is under way (the client's close frame
+// relayed, the upstream's answer not yet come) is already ending: a manual
+// fault is refused with ErrEnding (409 from the API), not sent on top.
+func TestInjectDuringRelayedCloseHandshake(t *testing.T) {
+	client, upstream, p, _, id := rulePair(t, nil)
+	sendFirst(t, client, upstream)
+	client.writeClose(t, ws.StatusNormalClosure, "bye")
+	upstream.expectClose(t, ws.StatusNormalClosure, "bye") // the upstream has not answered yet
+	time.Sleep(100 * time.Millisecond)
+	err := p.Inject(id, proxy.Manual{Action: rules.Close, Code: 4001, Reason: "by hand"})
+	if !errors.Is(err, proxy.ErrEnding) {
+		t.Errorf("Inject while the close handshake is under way: got %v; want %v", err, proxy.ErrEnding)
 	}
 }

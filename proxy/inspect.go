@@ -96,6 +96,13 @@ func (c *copier) release() error {
 	}
 	dst := c.dst
 	dst.wmu.Lock()
+	if dst.gotClose.Load() {
+		// A close frame went to dst while the message was held: nothing
+		// follows it.
+		dst.unlock()
+		c.discard()
+		return nil
+	}
 	bw := dst.writer()
 	_, err := bw.Write(in.raw.Bytes())
 	if ferr := dst.flush(); err == nil {

@@ -156,7 +156,7 @@ func (s *session) open() {
 		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
 	if d := s.p.IdleTimeout; d > 0 {
 		s.mu.Lock()
-		s.idle = time.AfterFunc(d, s.checkIdle(0, time.Now()))
+		s.idle = time.AfterFunc(d/4, s.checkIdle(0, time.Now()))
 		s.mu.Unlock()
 	}
 
