@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -93,15 +94,63 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		s.wg.Done()
 	}()
+	// Pings are answered by wsutil's control handler; a close frame is
+	// echoed whole, code and reason, by echoClose.
+	ctl := wsutil.ControlFrameHandler(peer, ws.StateServerSide)
+	handle := func(h ws.Header, r io.Reader) error {
+		if h.OpCode == ws.OpClose && h.Length >= 2 {
+			return echoClose(peer, h, r)
+		}
+		return ctl(h, r)
+	}
+	rd := wsutil.DefaultReader(peer, ws.StateServerSide)
+	rd.OnIntermediate = handle
 	for {
-		// Pings are answered and a close frame is echoed by wsutil's
-		// control handler.
-		msg, op, err := wsutil.ReadClientData(peer)
+		h, err := rd.NextFrame()
 		if err != nil {
 			return
 		}
-		if err := wsutil.WriteServerMessage(peer, op, msg); err != nil {
+		if h.OpCode.IsControl() {
+			if err := handle(h, rd); err != nil {
+				return
+			}
+			continue
+		}
+		msg, err := io.ReadAll(rd)
+		if err != nil {
+			return
+		}
+		if err := wsutil.WriteServerMessage(peer, h.OpCode, msg); err != nil {
 			return
 		}
 	}
+}
+
+// echoClose answers a close frame with its own code and reason, or with
+// 1002 when its code is one an endpoint must not send or its reason is not
+// UTF-8 (RFC 6455 sections 5.5.1 and 7.4).
+func echoClose(w io.Writer, h ws.Header, r io.Reader) error {
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return err
+	}
+	code, reason := ws.ParseCloseFrameData(p)
+	if !sendable(code) || !utf8.ValidString(reason) {
+		p = ws.NewCloseFrameBody(ws.StatusProtocolError, "invalid close frame")
+	}
+	if err := ws.WriteFrame(w, ws.NewCloseFrame(p)); err != nil {
+		return err
+	}
+	return wsutil.ClosedError{Code: code, Reason: reason}
+}
+
+// sendable reports whether an endpoint may send code in a close frame:
+// RFC 6455 section 7.4's codes, 1012-1014 registered since, and 3000-4999.
+// (gobwas/ws's CheckCloseFrameData refuses 1012-1014.)
+func sendable(code ws.StatusCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }

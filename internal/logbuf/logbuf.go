@@ -71,6 +71,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
+		<-w.done // the final flush goes first, and alone
 		return w.dst.Write(p)
 	}
 	w.pending = append(w.pending, p...)
@@ -96,7 +97,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 func (w *Writer) Sync() error {
 	w.mu.Lock()
 	var wait chan struct{}
-	if !w.closed && w.out < w.in {
+	if w.closed {
+		wait = w.done // Close's final flush writes what is pending
+	} else if w.out < w.in {
 		wait = w.waitLocked(w.in)
 	}
 	w.mu.Unlock()

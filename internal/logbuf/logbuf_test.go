@@ -189,3 +189,64 @@ func BenchmarkWrite(b *testing.B) {
 		}
 	})
 }
+
+// firstHeld holds its first Write until release is closed; later Writes
+// go through at once.
+type firstHeld struct {
+	mu      sync.Mutex
+	out     bytes.Buffer
+	n       int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (d *firstHeld) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	d.n++
+	first := d.n == 1
+	d.mu.Unlock()
+	if first {
+		close(d.entered)
+		<-d.release
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.out.Write(p)
+}
+
+func (d *firstHeld) String() string { d.mu.Lock(); defer d.mu.Unlock(); return d.out.String() }
+
+func closedYet(w *Writer) bool { w.mu.Lock(); defer w.mu.Unlock(); return w.closed }
+
+// A line written (by the same goroutine) after earlier lines, while Close
+// is under way, reaches the destination before them; Sync called then
+// returns before the earlier lines are written.
+// A line written while Close is still flushing goes after the lines
+// before it, and Sync then returns only once all of them are written.
+func TestWriteDuringClose(t *testing.T) {
+	d := &firstHeld{entered: make(chan struct{}), release: make(chan struct{})}
+	w := New(d, 0)
+	io.WriteString(w, "a\n")
+	<-d.entered // the flusher is writing "a"
+	io.WriteString(w, "b\n")
+	closed := make(chan struct{})
+	go func() { w.Close(); close(closed) }()
+	for !closedYet(w) {
+		time.Sleep(time.Millisecond)
+	}
+	synced := make(chan string)
+	go func() {
+		io.WriteString(w, "c\n")
+		w.Sync()
+		synced <- d.String()
+	}()
+	time.Sleep(50 * time.Millisecond) // let "c" overtake, if it can
+	close(d.release)
+	<-closed
+	if got := <-synced; got != "a\nb\nc\n" {
+		t.Errorf("after Sync returned the destination held %q; want %q", got, "a\nb\nc\n")
+	}
+	if got := d.String(); got != "a\nb\nc\n" {
+		t.Errorf("destination got %q; want %q", got, "a\nb\nc\n")
+	}
+}
