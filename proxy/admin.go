@@ -171,7 +171,7 @@ func (p *Proxy) InjectMatching(match *rules.Match, m Manual) int {
 // manual performs m on the session, as part of wave w or (nil) on its
 // own, unless it is already ending.
 func (s *session) manual(m Manual, w *wave) bool {
-	if s.client.sentClose.Load() || s.upstream.sentClose.Load() { // a close handshake is under way
+	if s.closeUnderway() {
 		return false
 	}
 	if ends(m.Action) && !s.claimEnd() || s.closing.Load() && !ends(m.Action) || s.finished.Load() {

@@ -162,7 +162,7 @@ func sideDir(s side) rules.Direction {
 // of, or nil.
 func (s *session) fire(sr *sessionRule, w *wave) bool {
 	lr := sr.lr
-	if !sr.hit || lr.disabled.Load() || s.closing.Load() || s.finished.Load() {
+	if !sr.hit || lr.disabled.Load() || s.closing.Load() || s.finished.Load() || s.closeUnderway() {
 		return false
 	}
 	if sr.fired.Swap(true) {
@@ -331,6 +331,12 @@ func (s *session) isHung(src side) bool {
 // ends reports whether an action ends the session.
 func ends(k rules.ActionKind) bool {
 	return k == rules.Close || k == rules.Reset || k == rules.Drop
+}
+
+// closeUnderway reports whether a peer has sent a close frame: the
+// session is ending by its close handshake, which nothing may overtake.
+func (s *session) closeUnderway() bool {
+	return s.client.sentClose.Load() || s.upstream.sentClose.Load()
 }
 
 // claimEnd makes the caller the one that ends the session; it reports

@@ -882,3 +882,19 @@ func TestDelayedFramesBeforeFIN(t *testing.T) {
 		t.Errorf("client after the delayed frame: got %v; want EOF (the upstream's FIN mirrored)", err)
 	}
 }
+
+// A rule does not fire on a session whose close handshake is under way:
+// the client's close frame went to the upstream, which has not answered,
+// and the rule's own close frame must not follow the client's.
+func TestRuleDuringRelayedCloseHandshake(t *testing.T) {
+	client, upstream, _, ev, id := rulePair(t, []rules.Spec{
+		{Name: "deploy", After: "300ms", Action: "close", Code: int64(4001), Reason: ptr("late")},
+	})
+	sendFirst(t, client, upstream)
+	client.writeClose(t, ws.StatusNormalClosure, "bye")
+	upstream.expectClose(t, ws.StatusNormalClosure, "bye") // and does not answer
+	client.expectSilence(t, 600*time.Millisecond, "client")
+	if f := ev.of(proxy.EventFault, id); len(f) != 0 {
+		t.Errorf("faults: got %+v; want none (the session was already ending)", f)
+	}
+}
