@@ -15,6 +15,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/wschaos/wschaos/rules"
 )
 
 // Server echoes WebSocket messages on any path. A plain HTTP request gets a
@@ -135,22 +137,13 @@ func echoClose(w io.Writer, h ws.Header, r io.Reader) error {
 		return err
 	}
 	code, reason := ws.ParseCloseFrameData(p)
-	if !sendable(code) || !utf8.ValidString(reason) {
+	// The close-code table the proxy's rules use; gobwas/ws's
+	// CheckCloseFrameData refuses 1012-1014.
+	if c, _ := rules.LookupCode(int(code)); !c.Sendable || !utf8.ValidString(reason) {
 		p = ws.NewCloseFrameBody(ws.StatusProtocolError, "invalid close frame")
 	}
 	if err := ws.WriteFrame(w, ws.NewCloseFrame(p)); err != nil {
 		return err
 	}
 	return wsutil.ClosedError{Code: code, Reason: reason}
-}
-
-// sendable reports whether an endpoint may send code in a close frame:
-// RFC 6455 section 7.4's codes, 1012-1014 registered since, and 3000-4999.
-// (gobwas/ws's CheckCloseFrameData refuses 1012-1014.)
-func sendable(code ws.StatusCode) bool {
-	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
 }
