@@ -310,7 +310,7 @@ func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.timers = append(s.timers, time.AfterFunc(d, func() {
-		if s.closing.Load() || s.finished.Load() {
+		if !s.claimEnd() {
 			return // another ending came first, and wins
 		}
 		s.killFault(rules.ToClient, true, why+": hang ended", nil)
