@@ -1,0 +1,246 @@
+//go:build linux
+
+package evloop
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// Listener accepts TCP connections on the group's loops. The listening
+// socket is in every loop's epoll set with EPOLLEXCLUSIVE, so one loop
+// wakes per connection; it accepts one connection per wake, registers it
+// with itself and queues it for Accept.
+type Listener struct {
+	fd    int
+	g     *Group
+	addr  net.Addr
+	conns chan *Conn
+
+	mu      sync.Mutex
+	paused  []*Loop // loops that stopped accepting while conns was full
+	closed  bool
+	closing chan struct{}
+}
+
+// acceptQueue is how many accepted connections wait for Accept before the
+// loops stop accepting (the kernel's backlog then holds the rest).
+const acceptQueue = 1024
+
+// listenEvents is what the listening socket is registered for: level
+// triggered, one loop woken per connection.
+const listenEvents = syscall.EPOLLIN | 1<<28 // EPOLLEXCLUSIVE
+
+// Listen listens on addr, an IPv4 or IPv6 address and port, with
+// TCP_DEFER_ACCEPT set as proxy.Listen sets it.
+func (g *Group) Listen(addr string) (*Listener, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: listen %s: %w", addr, err)
+	}
+	fd, err := socket(ap)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: listen %s: %w", addr, err)
+	}
+	fail := func(op string, err error) (*Listener, error) {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("evloop: listen %s: %s: %w", addr, op, err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if err := syscall.Bind(fd, sockaddr(ap)); err != nil {
+		return fail("bind", err)
+	}
+	if err := syscall.Listen(fd, syscall.SOMAXCONN); err != nil {
+		return fail("listen", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	ln := &Listener{fd: fd, g: g, addr: tcpAddr(sa), conns: make(chan *Conn, acceptQueue), closing: make(chan struct{})}
+	errs := make(chan error, len(g.loops))
+	for _, l := range g.loops {
+		l.submit(func() { errs <- l.add(fd, &acceptor{ln: ln, loop: l}, listenEvents) })
+	}
+	for range g.loops {
+		if err := <-errs; err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("evloop: listen %s: epoll_ctl: %w", addr, err)
+		}
+	}
+	return ln, nil
+}
+
+// acceptor is the listening socket's handler in one loop.
+type acceptor struct {
+	ln   *Listener
+	loop *Loop
+}
+
+func (a *acceptor) ready(uint32) {
+	ln, l := a.ln, a.loop
+	if len(ln.conns) == cap(ln.conns) {
+		// Stop accepting here until Accept makes room; the socket is
+		// level-triggered and would report the same connection again.
+		// (A registration with EPOLLEXCLUSIVE cannot be modified, only
+		// removed and added again.)
+		rawEpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, nil)
+		ln.mu.Lock()
+		ln.paused = append(ln.paused, l)
+		ln.mu.Unlock()
+		return
+	}
+	fd, sa, errno := rawAccept(ln.fd)
+	if errno != 0 {
+		return // EAGAIN: another loop took it; anything else: the client is gone
+	}
+	c := newConn(l, fd, ln.addr, sa)
+	if err := l.add(fd, c, connEvents); err != nil {
+		syscall.Close(fd)
+		return
+	}
+	ln.conns <- c // never blocks: only loops send, and each checked for room first
+}
+
+// Accept waits for the next connection.
+func (ln *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-ln.conns:
+		ln.resume()
+		return c, nil
+	case <-ln.closing:
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: ln.addr, Err: net.ErrClosed}
+	}
+}
+
+// resume lets the loops that paused accepting accept again.
+func (ln *Listener) resume() {
+	ln.mu.Lock()
+	paused := ln.paused
+	ln.paused = nil
+	closed := ln.closed
+	ln.mu.Unlock()
+	if closed {
+		return
+	}
+	for _, l := range paused {
+		l.submit(func() {
+			ln.mu.Lock()
+			closed := ln.closed // its number may be another socket's by now
+			ln.mu.Unlock()
+			if !closed {
+				ev := syscall.EpollEvent{Events: listenEvents, Fd: int32(ln.fd)}
+				rawEpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ln.fd, &ev)
+			}
+		})
+	}
+}
+
+// Close stops listening. Connections accepted but not yet taken by Accept
+// are closed.
+func (ln *Listener) Close() error {
+	ln.mu.Lock()
+	if ln.closed {
+		ln.mu.Unlock()
+		return &net.OpError{Op: "close", Net: "tcp", Addr: ln.addr, Err: net.ErrClosed}
+	}
+	ln.closed = true
+	close(ln.closing)
+	ln.mu.Unlock()
+	for _, l := range ln.g.loops {
+		done := make(chan struct{})
+		l.submit(func() {
+			// Out of the set, and forgotten, before the number can be
+			// reused.
+			rawEpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, nil)
+			delete(l.fds, int32(ln.fd))
+			close(done)
+		})
+		select {
+		case <-done:
+		case <-l.done: // the group was closed: nothing runs the queue
+		}
+	}
+	err := syscall.Close(ln.fd)
+	for {
+		select {
+		case c := <-ln.conns:
+			c.Close()
+		default:
+			if err != nil {
+				return &net.OpError{Op: "close", Net: "tcp", Addr: ln.addr, Err: os.NewSyscallError("close", err)}
+			}
+			return nil
+		}
+	}
+}
+
+// Addr returns the address listened on.
+func (ln *Listener) Addr() net.Addr { return ln.addr }
+
+// Dial connects to addr from a socket registered with the next loop; ctx
+// bounds the connect.
+func (g *Group) Dial(ctx context.Context, addr netip.AddrPort) (*Conn, error) {
+	fd, err := socket(addr)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
+	}
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	opErr := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
+	}
+	if err := syscall.Connect(fd, sockaddr(addr)); err != nil && err != syscall.EINPROGRESS {
+		syscall.Close(fd)
+		return nil, opErr(os.NewSyscallError("connect", err))
+	}
+	l := g.pick()
+	c := newConn(l, fd, nil, net.TCPAddrFromAddrPort(addr))
+	errs := make(chan error, 1)
+	l.submit(func() { errs <- l.add(fd, c, connEvents) })
+	select {
+	case err = <-errs:
+	case <-l.done:
+		err = errLoopStopped
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return nil, opErr(err)
+	}
+	for {
+		select {
+		case <-c.wtok:
+		case <-ctx.Done():
+			c.Close()
+			return nil, opErr(ctx.Err())
+		case <-c.closing:
+			return nil, opErr(net.ErrClosed)
+		}
+		soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+		if err != nil {
+			c.Close()
+			return nil, opErr(os.NewSyscallError("getsockopt", err))
+		}
+		switch e := syscall.Errno(soerr); e {
+		case 0:
+			if sa, err := syscall.Getsockname(fd); err == nil {
+				c.laddr = tcpAddr(sa)
+			}
+			return c, nil
+		case syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
+			continue // not yet
+		default:
+			c.Close()
+			return nil, opErr(os.NewSyscallError("connect", e))
+		}
+	}
+}

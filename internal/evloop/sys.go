@@ -1,0 +1,90 @@
+//go:build linux
+
+package evloop
+
+import (
+	"net"
+	"net/netip"
+	"syscall"
+	"unsafe"
+)
+
+// The loops' own syscalls go through syscall.RawSyscall: the runtime does
+// not account for them, so it does not hand the loop's P to another thread
+// during one (see the package comment). They are all non-blocking but for
+// the wait, whose timeout bounds it.
+
+func rawEpollWait(epfd int, events []syscall.EpollEvent, msec int) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
+	return int(n), errno
+}
+
+func rawEpollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd),
+		uintptr(unsafe.Pointer(ev)), 0, 0)
+	return errno
+}
+
+func rawRead(fd int, b []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), errno
+}
+
+// rawAccept accepts one connection, non-blocking and close-on-exec, with
+// TCP_NODELAY set.
+func rawAccept(lfd int) (int, net.Addr, syscall.Errno) {
+	var rsa syscall.RawSockaddrAny
+	l := uint32(syscall.SizeofSockaddrAny)
+	fd, _, errno := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)),
+		uintptr(unsafe.Pointer(&l)), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, nil, errno
+	}
+	one := int32(1)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&one)), 4, 0)
+	return int(fd), rawAddr(&rsa), 0
+}
+
+// rawAddr decodes an IPv4 or IPv6 socket address.
+func rawAddr(rsa *syscall.RawSockaddrAny) net.Addr {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		port := int(p.Port>>8 | p.Port<<8) // network byte order
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(p.Addr), uint16(port)))
+	case syscall.AF_INET6:
+		p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		port := int(p.Port>>8 | p.Port<<8)
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(p.Addr), uint16(port)))
+	}
+	return &net.TCPAddr{}
+}
+
+// socket opens a non-blocking, close-on-exec TCP socket for ap's family.
+func socket(ap netip.AddrPort) (int, error) {
+	family := syscall.AF_INET
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		family = syscall.AF_INET6
+	}
+	return syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+}
+
+func sockaddr(ap netip.AddrPort) syscall.Sockaddr {
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	}
+	return &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func tcpAddr(sa syscall.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)))
+	case *syscall.SockaddrInet6:
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)))
+	}
+	return &net.TCPAddr{}
+}
