@@ -142,7 +142,6 @@ func TestEchoManyConnections(t *testing.T) {
 }
 
 func TestDial(t *testing.T) {
-	g := newGroup(t, 2)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +150,7 @@ func TestDial(t *testing.T) {
 	echoServer(t, ln)
 	addr := ln.Addr().(*net.TCPAddr).AddrPort()
 	for i := range 10 {
-		c, err := g.Dial(context.Background(), addr)
+		c, err := Dial(context.Background(), addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,26 +176,24 @@ func TestDial(t *testing.T) {
 }
 
 func TestDialRefused(t *testing.T) {
-	g := newGroup(t, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().(*net.TCPAddr).AddrPort()
 	ln.Close()
-	_, err = g.Dial(context.Background(), addr)
+	_, err = Dial(context.Background(), addr)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("got %v; want connection refused", err)
 	}
 }
 
 func TestDialContext(t *testing.T) {
-	g := newGroup(t, 1)
 	// 192.0.2.0/24 is for documentation: nothing answers there, and the
 	// connect is cut by the context before any packet could matter.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := g.Dial(ctx, netip.MustParseAddrPort("192.0.2.1:9"))
+	_, err := Dial(ctx, netip.MustParseAddrPort("192.0.2.1:9"))
 	if err == nil {
 		t.Fatal("dial with a canceled context succeeded")
 	}
@@ -501,39 +498,58 @@ func TestAcceptQueueFull(t *testing.T) {
 	}
 }
 
-func TestGroupCloseEndsConns(t *testing.T) {
+func TestConnOutlivesGroup(t *testing.T) {
 	g, err := NewGroup(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := pair(t, g)
-	errc := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		_, err := c.Read(b[:])
-		errc <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
+	c, client := pair(t, g)
 	g.Close()
-	select {
-	case err := <-errc:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("got %v; want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("closing the group did not end the read")
+	client.Write([]byte("still"))
+	var b [5]byte
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "still" {
+		t.Errorf("got %q, %v; want \"still\": a handed-off Conn is not the loops'", b[:], err)
 	}
 }
 
 func TestIdleLoopWakes(t *testing.T) {
 	g := newGroup(t, 1)
-	c, client := pair(t, g)
+	ln := listen(t, g)
+	echoServer(t, ln)
 	// Long enough for the loop to have gone to its idle wait.
 	time.Sleep(time.Duration(idleWaits+5) * busyWait * time.Millisecond)
-	client.Write([]byte("w"))
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("w"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var b [1]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'w' {
 		t.Errorf("got %q, %v; want \"w\"", b[:], err)
+	}
+}
+
+// TestAddressesAndTypes checks what the proxy relies on of a net.Conn from
+// a listener: both addresses, and the errors of a closed connection.
+func TestAddressesAndTypes(t *testing.T) {
+	g := newGroup(t, 1)
+	c, client := pair(t, g)
+	if got, want := c.RemoteAddr().String(), client.LocalAddr().String(); got != want {
+		t.Errorf("remote address %s; want %s", got, want)
+	}
+	if got, want := c.LocalAddr().String(), client.RemoteAddr().String(); got != want {
+		t.Errorf("local address %s; want %s", got, want)
+	}
+	c.Close()
+	var b [1]byte
+	if _, err := c.Read(b[:]); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("read after close: got %v; want net.ErrClosed", err)
+	}
+	var oe *net.OpError
+	if _, err := c.Write(b[:]); !errors.As(err, &oe) || oe.Op != "write" {
+		t.Errorf("write after close: got %v; want a *net.OpError for write", err)
 	}
 }

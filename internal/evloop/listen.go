@@ -10,12 +10,15 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Listener accepts TCP connections on the group's loops. The listening
 // socket is in every loop's epoll set with EPOLLEXCLUSIVE, so one loop
-// wakes per connection; it accepts one connection per wake, registers it
-// with itself and queues it for Accept.
+// wakes per connection; it accepts one connection per wake and queues it
+// for Accept, handed to the runtime's netpoller. (The loops are to run the
+// upgrade handshake themselves before any hand-off; this is the first
+// step.)
 type Listener struct {
 	fd    int
 	g     *Group
@@ -104,13 +107,15 @@ func (a *acceptor) ready(uint32) {
 	if errno != 0 {
 		return // EAGAIN: another loop took it; anything else: the client is gone
 	}
-	c := newConn(l, fd, ln.addr, sa)
-	if err := l.add(fd, c, connEvents); err != nil {
-		syscall.Close(fd)
-		return
+	c, err := newConn(fd, ln.addr, sa)
+	if err != nil {
+		return // newConn closed it
 	}
 	ln.conns <- c // never blocks: only loops send, and each checked for room first
 }
+
+// stopped is called when the loop stops; the Listener owns the socket.
+func (a *acceptor) stopped() {}
 
 // Accept waits for the next connection.
 func (ln *Listener) Accept() (net.Conn, error) {
@@ -188,59 +193,64 @@ func (ln *Listener) Close() error {
 // Addr returns the address listened on.
 func (ln *Listener) Addr() net.Addr { return ln.addr }
 
-// Dial connects to addr from a socket registered with the next loop; ctx
-// bounds the connect.
-func (g *Group) Dial(ctx context.Context, addr netip.AddrPort) (*Conn, error) {
+// Dial connects to addr; ctx bounds the connect. The connection is
+// waited for through the runtime's netpoller, as net.Dialer does, without
+// its getsockname and getpeername.
+func Dial(ctx context.Context, addr netip.AddrPort) (*Conn, error) {
+	raddr := net.TCPAddrFromAddrPort(addr)
+	opErr := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: raddr, Err: err}
+	}
 	fd, err := socket(addr)
 	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
+		return nil, opErr(os.NewSyscallError("socket", err))
 	}
 	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
-	opErr := func(err error) error {
-		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
-	}
 	if err := syscall.Connect(fd, sockaddr(addr)); err != nil && err != syscall.EINPROGRESS {
 		syscall.Close(fd)
 		return nil, opErr(os.NewSyscallError("connect", err))
 	}
-	l := g.pick()
-	c := newConn(l, fd, nil, net.TCPAddrFromAddrPort(addr))
-	errs := make(chan error, 1)
-	l.submit(func() { errs <- l.add(fd, c, connEvents) })
-	select {
-	case err = <-errs:
-	case <-l.done:
-		err = errLoopStopped
-	}
+	c, err := newConn(fd, nil, raddr)
 	if err != nil {
-		syscall.Close(fd)
 		return nil, opErr(err)
 	}
-	for {
-		select {
-		case <-c.wtok:
-		case <-ctx.Done():
-			c.Close()
-			return nil, opErr(ctx.Err())
-		case <-c.closing:
-			return nil, opErr(net.ErrClosed)
-		}
-		soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	if d, ok := ctx.Deadline(); ok {
+		c.f.SetWriteDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { c.f.SetWriteDeadline(time.Unix(1, 0)) })
+	var connErr error
+	err = c.rc.Write(func(fd uintptr) bool {
+		soerr, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
 		if err != nil {
-			c.Close()
-			return nil, opErr(os.NewSyscallError("getsockopt", err))
+			connErr = os.NewSyscallError("getsockopt", err)
+			return true
 		}
 		switch e := syscall.Errno(soerr); e {
-		case 0:
-			if sa, err := syscall.Getsockname(fd); err == nil {
-				c.laddr = tcpAddr(sa)
-			}
-			return c, nil
 		case syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
-			continue // not yet
+			return false // not yet: wait for writability
+		case 0:
 		default:
-			c.Close()
-			return nil, opErr(os.NewSyscallError("connect", e))
+			connErr = os.NewSyscallError("connect", e)
 		}
+		return true
+	})
+	stop()
+	if err == nil {
+		err = connErr
 	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		c.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, opErr(err)
+	}
+	c.f.SetWriteDeadline(time.Time{})
+	if sa, err := syscall.Getsockname(int(c.fd())); err == nil {
+		c.laddr = tcpAddr(sa)
+	}
+	return c, nil
 }

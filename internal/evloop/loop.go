@@ -8,25 +8,26 @@
 // per session than nginx).
 //
 //	            ┌──────────── Group ────────────┐
-//	listener ──▶│ Loop 0: epoll ◀─ sockets ...  │──▶ Handler.ready (on the loop)
-//	            │ Loop 1: epoll ◀─ sockets ...  │──▶ Conn: wakes the goroutine
-//	            └───────────────────────────────┘     blocked in Read or Write
+//	listener ──▶│ Loop 0: epoll ◀─ sockets ...  │──▶ handler.ready, on the loop
+//	            │ Loop 1: epoll ◀─ sockets ...  │
+//	            └───────────────┬───────────────┘
+//	                            └──▶ Conn: handed to goroutines, through
+//	                                 the runtime's netpoller
 //
-// Every socket is registered once, edge-triggered, with EPOLLRDHUP. A
-// goroutine uses a socket through Conn, a net.Conn whose reads and writes
-// are non-blocking syscalls and whose waits the loop ends when the socket
-// turns readable or writable.
+// A socket is the loop's, its events handled on the loop, until it is
+// handed to goroutines as a Conn; from then on the runtime's netpoller
+// wakes the goroutines that wait on it, as for any net.Conn.
 //
 // A loop that has seen an event recently waits in epoll_pwait through
 // syscall.RawSyscall6, keeping its P; after idleWaits empty waits in a row
 // it waits through the runtime instead, giving its P back, so that an idle
-// proxy's loops cost nothing. A process with loops should leave a P free
-// for everything else (GOMAXPROCS one more than the loops): goroutines and
-// timers queued on a loop's P wait while the loop holds it.
+// proxy's loops cost nothing. A process with loops must leave a P free for
+// everything else (GOMAXPROCS one more than the loops): goroutines and
+// timers queued on a loop's P wait while the loop holds it, until sysmon
+// preempts the loop, 10 ms or more.
 package evloop
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -35,9 +36,11 @@ import (
 	"unsafe"
 )
 
-// handler receives the events of one socket, on its loop.
+// handler receives the events of one socket, on its loop, and is told
+// when the loop stops.
 type handler interface {
 	ready(events uint32)
+	stopped()
 }
 
 // Loop is one event loop: an epoll set and the goroutine that waits on it.
@@ -67,10 +70,9 @@ const (
 	idleWaits = 20
 )
 
-// Group is a set of loops; sockets are spread over them in turn.
+// Group is a set of loops.
 type Group struct {
 	loops []*Loop
-	next  atomic.Uint32
 	once  sync.Once
 }
 
@@ -93,8 +95,8 @@ func NewGroup(n int) (*Group, error) {
 	return g, nil
 }
 
-// Close stops the loops and closes every socket still registered. Conns
-// still in use fail their next call with net.ErrClosed.
+// Close stops the loops; every handler still registered is told. Conns
+// handed to goroutines are not the loops' any more and stay open.
 func (g *Group) Close() error {
 	g.once.Do(func() {
 		for _, l := range g.loops {
@@ -106,11 +108,6 @@ func (g *Group) Close() error {
 		}
 	})
 	return nil
-}
-
-// pick returns the loop the next socket goes to.
-func (g *Group) pick() *Loop {
-	return g.loops[int(g.next.Add(1)-1)%len(g.loops)]
 }
 
 func newLoop() (*Loop, error) {
@@ -170,9 +167,6 @@ func (l *Loop) forget(fd int, h handler) {
 		delete(l.fds, int32(fd))
 	}
 }
-
-// errLoopStopped is returned for sockets registered after Close.
-var errLoopStopped = errors.New("evloop: stopped")
 
 // run is the body of a loop's goroutine.
 func (l *Loop) run() {
@@ -238,11 +232,7 @@ func (l *Loop) runWork() {
 // closeAll ends every socket still registered, when the loop stops.
 func (l *Loop) closeAll() {
 	for fd, h := range l.fds {
-		if c, ok := h.(interface{ shut() }); ok {
-			c.shut()
-		} else {
-			syscall.Close(int(fd))
-		}
+		h.stopped()
 		delete(l.fds, fd)
 	}
 	syscall.Close(l.efd)
