@@ -98,6 +98,19 @@ func pair(t *testing.T, g *Group) (*Conn, net.Conn) {
 	return c.(*Conn), client
 }
 
+// await returns what errc receives, failing the test with stuck if
+// nothing comes within 5 s.
+func await(t *testing.T, errc <-chan error, stuck string) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal(stuck)
+		return nil
+	}
+}
+
 func TestEchoManyConnections(t *testing.T) {
 	for _, loops := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("%d loops", loops), func(t *testing.T) {
@@ -224,13 +237,8 @@ func TestReadDeadline(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 	c.SetReadDeadline(time.Unix(1, 0))
-	select {
-	case err := <-errc:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("got %v; want deadline exceeded", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a deadline in the past did not end the read")
+	if err := await(t, errc, "a deadline in the past did not end the read"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("got %v; want deadline exceeded", err)
 	}
 
 	// Cleared, the connection reads again.
@@ -314,13 +322,8 @@ func TestCloseEndsWaits(t *testing.T) {
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case err := <-errc:
-				if !errors.Is(err, net.ErrClosed) {
-					t.Errorf("got %v; want net.ErrClosed", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Close did not end the wait")
+			if err := await(t, errc, "Close did not end the wait"); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("got %v; want net.ErrClosed", err)
 			}
 			if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 				t.Errorf("second Close: got %v; want net.ErrClosed", err)
@@ -351,13 +354,8 @@ func TestPeerEnds(t *testing.T) {
 			}()
 			time.Sleep(20 * time.Millisecond)
 			tc.end(client)
-			select {
-			case err := <-errc:
-				if !tc.want(err) {
-					t.Errorf("got %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("the read did not end")
+			if err := await(t, errc, "the read did not end"); !tc.want(err) {
+				t.Errorf("got %v", err)
 			}
 		})
 	}
@@ -456,13 +454,8 @@ func TestListenerClose(t *testing.T) {
 	if err := ln.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("Accept after Close: got %v; want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end Accept")
+	if err := await(t, errc, "Close did not end Accept"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: got %v; want net.ErrClosed", err)
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Error("a connection to a closed listener succeeded")
