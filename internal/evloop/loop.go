@@ -59,6 +59,7 @@ type Loop struct {
 	stop   atomic.Bool
 	done   chan struct{}
 	events []syscall.EpollEvent
+	timers timerHeap // the loop's own
 }
 
 const (
@@ -178,10 +179,10 @@ func (l *Loop) run() {
 		var n int
 		var errno syscall.Errno
 		if empty < idleWaits {
-			n, errno = rawEpollWait(l.epfd, l.events, busyWait)
+			n, errno = rawEpollWait(l.epfd, l.events, l.timeout(busyWait))
 		} else {
 			var err error
-			n, err = syscall.EpollWait(l.epfd, l.events, -1)
+			n, err = syscall.EpollWait(l.epfd, l.events, l.timeout(-1))
 			if err != nil {
 				errno, _ = err.(syscall.Errno)
 			}
@@ -205,6 +206,9 @@ func (l *Loop) run() {
 			}
 		}
 		l.runWork()
+		if l.runTimers() {
+			empty = 0
+		}
 		if l.stop.Load() {
 			l.closeAll()
 			return

@@ -1,0 +1,90 @@
+//go:build linux
+
+package evloop
+
+import (
+	"container/heap"
+	"time"
+)
+
+// Timer is a function a loop runs once its time has come, on the loop:
+// the close handshake's deadlines and the rules' timers of the sessions a
+// loop relays, which must not wait for a goroutine to be scheduled. The
+// loop's epoll timeout is the time until its next timer.
+type Timer struct {
+	when  time.Time
+	f     func()
+	index int // in the loop's heap; -1 when not in it
+	loop  *Loop
+}
+
+// timerHeap orders a loop's timers by when, earliest first.
+type timerHeap []*Timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].when.Before(h[j].when) }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*Timer)
+	t.index = len(*h)
+	*h = append(*h, t)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	t.index = -1
+	return t
+}
+
+// After schedules f to run on the loop once d has passed. It must be
+// called on the loop: from a handler, a timer or queued work.
+func (l *Loop) After(d time.Duration, f func()) *Timer {
+	t := &Timer{when: time.Now().Add(d), f: f, loop: l}
+	heap.Push(&l.timers, t)
+	return t
+}
+
+// Stop keeps t from running and reports whether it did; false if t has
+// run or was stopped. On the loop only.
+func (t *Timer) Stop() bool {
+	if t.index < 0 {
+		return false
+	}
+	heap.Remove(&t.loop.timers, t.index)
+	return true
+}
+
+// timeout returns how long, in milliseconds, the loop may wait: def (-1:
+// no limit) or less if a timer is due sooner. It rounds up, so that a
+// timer is never run early.
+func (l *Loop) timeout(def int) int {
+	if len(l.timers) == 0 {
+		return def
+	}
+	d := time.Until(l.timers[0].when)
+	if d <= 0 {
+		return 0
+	}
+	ms := int((d + time.Millisecond - 1) / time.Millisecond)
+	if def >= 0 && ms > def {
+		return def
+	}
+	return ms
+}
+
+// runTimers runs the timers that are due; it reports whether any ran.
+func (l *Loop) runTimers() bool {
+	ran := false
+	now := time.Now()
+	for len(l.timers) > 0 && !l.timers[0].when.After(now) {
+		t := heap.Pop(&l.timers).(*Timer)
+		t.f()
+		ran = true
+	}
+	return ran
+}
