@@ -201,17 +201,62 @@ func TestDialRefused(t *testing.T) {
 	}
 }
 
+// stalledListener returns a loopback address whose listener never
+// accepts and whose queue is full: a connect to it stays in progress (the
+// kernel drops its SYNs), on loopback only.
+func stalledListener(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := tcpAddr(sa).(*net.TCPAddr).AddrPort()
+	// Fill the queue: these complete, and are never accepted.
+	for range 4 {
+		c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond)
+		if err != nil {
+			break // the queue is full
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return addr
+}
+
 func TestDialContext(t *testing.T) {
-	// 192.0.2.0/24 is for documentation: nothing answers there, and the
-	// connect is cut by the context before any packet could matter.
+	addr := stalledListener(t)
+
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Dial(ctx, netip.MustParseAddrPort("192.0.2.1:9"))
-	if err == nil {
-		t.Fatal("dial with a canceled context succeeded")
+	if _, err := Dial(ctx, addr); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled before the dial: got %v; want context.Canceled", err)
 	}
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, syscall.ENETUNREACH) {
-		t.Errorf("got %v; want context canceled (or unreachable)", err)
+
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	c, err := Dial(ctx, addr)
+	if err == nil {
+		c.Close()
+		t.Fatal("a connect that cannot complete succeeded")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v; want context.DeadlineExceeded", err)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, err := Dial(ctx, addr); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled during the connect: got %v; want context.Canceled", err)
 	}
 }
 

@@ -202,6 +202,9 @@ func Dial(ctx context.Context, addr netip.AddrPort) (*Conn, error) {
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "tcp", Addr: raddr, Err: err}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, opErr(err)
+	}
 	fd, err := socket(addr)
 	if err != nil {
 		return nil, opErr(os.NewSyscallError("socket", err))
@@ -215,11 +218,13 @@ func Dial(ctx context.Context, addr netip.AddrPort) (*Conn, error) {
 	if err != nil {
 		return nil, opErr(err)
 	}
-	if d, ok := ctx.Deadline(); ok {
-		c.f.SetWriteDeadline(d)
-	}
+	// ctx's end, by deadline or cancel, ends the wait; ctx.Err is set
+	// by then, so the error says which.
 	stop := context.AfterFunc(ctx, func() { c.f.SetWriteDeadline(time.Unix(1, 0)) })
 	var connErr error
+	// f is called before the first wait too, when the connect may be
+	// under way: SO_ERROR is 0 then as well, and only getpeername tells
+	// a connected socket from one still connecting (as net does).
 	err = c.rc.Write(func(fd uintptr) bool {
 		soerr, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
 		if err != nil {
@@ -227,11 +232,17 @@ func Dial(ctx context.Context, addr netip.AddrPort) (*Conn, error) {
 			return true
 		}
 		switch e := syscall.Errno(soerr); e {
-		case syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
-			return false // not yet: wait for writability
 		case 0:
+		case syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
+			return false
 		default:
 			connErr = os.NewSyscallError("connect", e)
+			return true
+		}
+		if _, err := syscall.Getpeername(int(fd)); err == syscall.ENOTCONN {
+			return false // not yet: wait for writability
+		} else if err != nil {
+			connErr = os.NewSyscallError("getpeername", err)
 		}
 		return true
 	})
