@@ -591,3 +591,37 @@ func TestAddressesAndTypes(t *testing.T) {
 		t.Errorf("write after close: got %v; want a *net.OpError for write", err)
 	}
 }
+
+// TestNoWakeAfterStop queues work on a loop that has stopped: the loop's
+// eventfd is closed, and its number may be another file's by then, which
+// must not be written to.
+func TestNoWakeAfterStop(t *testing.T) {
+	g, err := NewGroup(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := g.loops[0]
+	efd := l.efd
+	g.Close()
+	// Take the freed numbers: the lowest free one is handed out first.
+	var reads []int
+	for range 4 {
+		var p [2]int
+		if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Close(p[0]); syscall.Close(p[1]) })
+		reads = append(reads, p[0])
+		if p[1] == efd {
+			t.Logf("the eventfd's number %d is a pipe's write end now", efd)
+		}
+	}
+	l.submit(func() { t.Error("work ran on a stopped loop") })
+	l.wake()
+	for _, fd := range reads {
+		var b [8]byte
+		if n, err := syscall.Read(fd, b[:]); err != syscall.EAGAIN {
+			t.Errorf("pipe %d: read %d bytes, %v; want nothing written to it", fd, n, err)
+		}
+	}
+}

@@ -64,7 +64,9 @@ func (g *Group) Listen(addr string) (*Listener, error) {
 	if err := syscall.Bind(fd, sockaddr(ap)); err != nil {
 		return fail("bind", err)
 	}
-	if err := syscall.Listen(fd, syscall.SOMAXCONN); err != nil {
+	// The kernel caps the backlog at net.core.somaxconn (syscall's
+	// SOMAXCONN, 128, is older than that setting's default of 4096).
+	if err := syscall.Listen(fd, 1<<16-1); err != nil {
 		return fail("listen", err)
 	}
 	sa, err := syscall.Getsockname(fd)

@@ -54,6 +54,7 @@ type Loop struct {
 
 	mu     sync.Mutex
 	work   []func() // run on the loop; guarded by mu
+	exited bool     // the loop has stopped and closed efd; guarded by mu
 	spare  []func() // the loop's own, swapped with work
 	woken  atomic.Bool
 	stop   atomic.Bool
@@ -132,16 +133,31 @@ func newLoop() (*Loop, error) {
 	return l, nil
 }
 
-// submit queues f to run on the loop.
+// submit queues f to run on the loop; f is dropped if the loop has
+// stopped.
 func (l *Loop) submit(f func()) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.exited {
+		return
+	}
 	l.work = append(l.work, f)
-	l.mu.Unlock()
-	l.wake()
+	l.wakeLocked()
 }
 
-// wake makes the loop's wait return, once until it has looked at its work.
+// wake makes the loop's wait return.
 func (l *Loop) wake() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.exited {
+		l.wakeLocked()
+	}
+}
+
+// wakeLocked writes to the eventfd, once until the loop has looked at
+// its work. l.mu is held and the loop has not exited: once it has, the
+// eventfd's number may be another file's.
+func (l *Loop) wakeLocked() {
 	if l.woken.Swap(true) {
 		return
 	}
@@ -239,6 +255,10 @@ func (l *Loop) closeAll() {
 		h.stopped()
 		delete(l.fds, fd)
 	}
+	l.mu.Lock()
+	l.exited = true
+	l.work = nil
 	syscall.Close(l.efd)
+	l.mu.Unlock()
 	syscall.Close(l.epfd)
 }
