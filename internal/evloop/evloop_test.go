@@ -508,31 +508,36 @@ func TestListenerClose(t *testing.T) {
 }
 
 func TestAcceptQueueFull(t *testing.T) {
-	g := newGroup(t, 1)
-	ln := listen(t, g)
-	// More connections than the queue holds, none accepted yet: the loop
-	// pauses, the kernel's backlog keeps the rest, and Accept resumes it.
-	const n = acceptQueue + 50
-	clients := make([]net.Conn, 0, n)
-	for range n {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-		c.Write([]byte("z"))
-	}
-	t.Cleanup(func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	})
-	for i := range n {
-		c, err := ln.Accept()
-		if err != nil {
-			t.Fatalf("accept %d: %v", i, err)
-		}
-		c.Close()
+	for _, loops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d loops", loops), func(t *testing.T) {
+			g := newGroup(t, loops)
+			ln := listen(t, g)
+			// More connections than the queue holds, none accepted yet:
+			// the loops pause, the kernel's backlog keeps the rest, and
+			// Accept resumes them.
+			const n = acceptQueue + 50
+			clients := make([]net.Conn, 0, n)
+			t.Cleanup(func() {
+				for _, c := range clients {
+					c.Close()
+				}
+			})
+			for range n {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				clients = append(clients, c)
+				c.Write([]byte("z"))
+			}
+			for i := range n {
+				c, err := ln.Accept()
+				if err != nil {
+					t.Fatalf("accept %d: %v", i, err)
+				}
+				c.Close()
+			}
+		})
 	}
 }
 

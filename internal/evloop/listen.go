@@ -95,15 +95,17 @@ type acceptor struct {
 
 func (a *acceptor) ready(uint32) {
 	ln, l := a.ln, a.loop
+	// Under mu, the room seen is the room there is when the connection
+	// is queued: loops send only under it, Accept only takes.
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
 	if len(ln.conns) == cap(ln.conns) {
 		// Stop accepting here until Accept makes room; the socket is
 		// level-triggered and would report the same connection again.
 		// (A registration with EPOLLEXCLUSIVE cannot be modified, only
 		// removed and added again.)
 		rawEpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, nil)
-		ln.mu.Lock()
 		ln.paused = append(ln.paused, l)
-		ln.mu.Unlock()
 		return
 	}
 	fd, sa, errno := rawAccept(ln.fd)
@@ -114,7 +116,7 @@ func (a *acceptor) ready(uint32) {
 	if err != nil {
 		return // newConn closed it
 	}
-	ln.conns <- c // never blocks: only loops send, and each checked for room first
+	ln.conns <- c
 }
 
 // stopped is called when the loop stops; the Listener owns the socket.
