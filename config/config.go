@@ -63,6 +63,9 @@ type Proxy struct {
 	Seed *int64 `toml:"seed"`
 	// MaxInspectSize is how much of a message on_message rules look at.
 	MaxInspectSize Size `toml:"max_inspect_size"`
+	// Loops is how many event loops serve plain sessions (Linux); 0:
+	// every session on goroutines.
+	Loops int `toml:"loops"`
 }
 
 // Admin is the [admin] section: the control plane's listener.
@@ -283,6 +286,9 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 		// The seed is logged and shown as an unsigned number, which must
 		// be writable back here.
 		add("proxy.seed", "%d is negative; use a whole number from 0 to 9223372036854775807", *p.Seed)
+	}
+	if p.Loops < 0 || p.Loops > 256 {
+		add("proxy.loops", "%d is out of range; use 0 (no loops) up to 256, such as the number of CPUs", p.Loops)
 	}
 	if p.MaxInspectSize <= 0 {
 		add("proxy.max_inspect_size", "must be more than 0, such as \"1MiB\"")

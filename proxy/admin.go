@@ -171,6 +171,7 @@ func (p *Proxy) InjectMatching(match *rules.Match, m Manual) int {
 // manual performs m on the session, as part of wave w or (nil) on its
 // own, unless it is already ending.
 func (s *session) manual(m Manual, w *wave) bool {
+	s.offLane()
 	if s.closeUnderway() {
 		return false
 	}

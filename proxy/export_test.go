@@ -13,3 +13,14 @@ func ParkedCopiers(p *Proxy) int { return p.poller.parkedCount() }
 // SplitTokens splits comma-separated header values into their tokens, as
 // the proxy reads Sec-WebSocket-Protocol.
 var SplitTokens = splitTokens
+
+// OnLoop returns how many open sessions a loop relays.
+func OnLoop(p *Proxy) int {
+	n := 0
+	for _, s := range p.openSessions() {
+		if s.lane.Load() != nil {
+			n++
+		}
+	}
+	return n
+}

@@ -27,6 +27,9 @@ type sessionRule struct {
 // The rules are read under s.mu, so that of two concurrent attaches the
 // last sees the newest rules.
 func (s *session) attach() {
+	if len(s.p.engine.gen.Load().rules) > 0 {
+		s.offLane() // rules need the copiers
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gen := s.p.engine.gen.Load()
@@ -161,6 +164,7 @@ func sideDir(s side) rules.Direction {
 // reports whether the action was taken. w is the wave the firing is part
 // of, or nil.
 func (s *session) fire(sr *sessionRule, w *wave) bool {
+	s.offLane()
 	lr := sr.lr
 	if !sr.hit || lr.disabled.Load() || s.closing.Load() || s.finished.Load() || s.closeUnderway() {
 		return false

@@ -715,7 +715,7 @@ func TestWaveOverIdleSessions(t *testing.T) {
 	t.Parallel()
 	const n = 12
 	up := startRawUpstream(t, rawUpstreamOptions{})
-	addr, p, ev := startRules(t, up.URL, nil)
+	addr, p, ev := startRules(t, up.URL, nil, onGoroutines) // copiers park; loops have none
 	clients := make([]*rawConn, n)
 	upstreams := make([]*rawConn, n)
 	for i := range n {

@@ -113,7 +113,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		return
 	}
 
-	info := sessionInfo(req, conn)
+	info := sessionInfo(req, conn.RemoteAddr())
 	if lr := p.engine.rejectFor(&info, id); lr != nil {
 		answerBy()
 		p.reject(conn, lr, log(), id, req)
@@ -152,7 +152,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	// gracefully; the 101 is written holding the client's write lock, so
 	// that a close frame queued meanwhile follows it.
 	client := newPeer(sideClient, conn, nil)
-	s := newSession(p, id, req, start, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
+	s := newSession(p, id, req, start, conn.RemoteAddr(), client, newPeer(sideUpstream, up.conn, up.br), up.hs)
 	ok := p.addSession(s, conn)
 	if ok {
 		s.attach() // before the 101: the session is listed with its rules from the start
@@ -180,7 +180,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	// Frames the client pipelined behind its request move to the frame
 	// reader; the head reader goes back to its pool.
 	pending, _ := br.Peek(br.Buffered())
-	client.br = newFrameReader(conn, pending)
+	client.br = newFrameReader(unprefixed(conn, &pending))
 	if pooled {
 		putHeadReader(br)
 	}
@@ -293,7 +293,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 	d := ws.Dialer{
 		Protocols:  splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
 		Extensions: exts,
-		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client)),
+		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client.RemoteAddr().String(), isTLS(client))),
 		TLSConfig:  p.TLSClientConfig,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := p.dialTracked(ctx, network, addr)
@@ -401,7 +401,7 @@ func readStatusError(status int, r io.Reader) *upstreamStatusError {
 // forwardHeader returns the headers the upstream request carries besides
 // those gobwas/ws writes itself: every end-to-end header of req, and
 // X-Forwarded-For, -Proto and -Host.
-func forwardHeader(req *http.Request, client net.Conn) http.Header {
+func forwardHeader(req *http.Request, client string, overTLS bool) http.Header {
 	h := make(http.Header, len(req.Header)+3)
 	for k, vs := range req.Header {
 		if isHopByHop(k) || isHandshakeHeader(k) || connectionListed(req.Header, k) {
@@ -409,14 +409,14 @@ func forwardHeader(req *http.Request, client net.Conn) http.Header {
 		}
 		h[k] = vs
 	}
-	if host, _, err := net.SplitHostPort(client.RemoteAddr().String()); err == nil {
+	if host, _, err := net.SplitHostPort(client); err == nil {
 		if prior := req.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			host = strings.Join(prior, ", ") + ", " + host
 		}
 		h.Set("X-Forwarded-For", host)
 	}
 	proto := "http"
-	if isTLS(client) {
+	if overTLS {
 		proto = "https"
 	}
 	h.Set("X-Forwarded-Proto", proto)

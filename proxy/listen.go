@@ -31,7 +31,9 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // one with traffic finds a dead peer through its writes' retransmissions,
 // or is talking to a live one.
 func keepAlive(c net.Conn) {
-	if tcp, ok := rawConn(c).(*net.TCPConn); ok {
-		tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+	if k, ok := rawConn(c).(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
+		k.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 	}
 }

@@ -87,7 +87,7 @@ func TestKeepAliveOnceQuiet(t *testing.T) {
 	t.Parallel()
 	up := startRawUpstream(t, rawUpstreamOptions{})
 	ln := listenProxy(t)
-	addr, p := startProxyOn(t, ln, up.URL)
+	addr, p := startProxyOn(t, ln, up.URL, onGoroutines) // TestLaneKeepAliveOnceQuiet for loops
 	client, _ := dialRaw(t, addr, nil, nil)
 	upstream := up.accept(t)
 

@@ -68,8 +68,12 @@ type closeInfo struct {
 
 func newPeer(s side, conn net.Conn, br *frameReader) *peer {
 	p := &peer{side: s, conn: conn, br: br, fd: -1}
-	if tcp, ok := conn.(*net.TCPConn); ok {
-		if raw, err := tcp.SyscallConn(); err == nil {
+	c := conn
+	if pc, ok := c.(*prefixConn); ok {
+		c = pc.Conn // its prefix is read by now
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
 			raw.Control(func(fd uintptr) { p.fd = int(fd) })
 		}
 	}
@@ -182,8 +186,8 @@ func (p *peer) closeWrite() {
 // whose connection was reset.
 func (p *peer) reset() {
 	c := rawConn(p.conn)
-	if tcp, ok := c.(*net.TCPConn); ok {
-		tcp.SetLinger(0)
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
 	}
 	c.Close()
 }

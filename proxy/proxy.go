@@ -98,6 +98,18 @@ type Proxy struct {
 	// a larger message passes uninspected. Zero means 1 MiB.
 	MaxInspectSize int64
 
+	// Loops is how many event loops serve plain sessions, on Linux: a
+	// loop accepts, completes both handshakes and relays the frames of a
+	// session with no goroutine of its own, until something only the
+	// copiers handle (a rule, a fault, a violation, Shutdown) makes the
+	// session leave its loop. Loops take effect only for a listener from
+	// net.Listen or Listen, an upstream given as ws:// and an IP address,
+	// and no TLSConfig, NetDial, IdleTimeout or MaxFrameSize; while rules
+	// are loaded, new sessions start on goroutines. A loop keeps its P
+	// while it waits: GOMAXPROCS should be one more than Loops. Zero means
+	// no loops: every session runs on goroutines.
+	Loops int
+
 	// TLSConfig makes the proxy serve TLS (wss://) on its listener itself,
 	// which tls_fail rules need. Nil means the listener's connections are
 	// used as they are.
@@ -123,7 +135,9 @@ type Proxy struct {
 	nextID        atomic.Uint64 // upgrade attempts: the rules' session ordinal
 	accepted      atomic.Uint64 // TLS handshakes: the ordinal of tls_fail rules
 	engine        *engine
-	poller        *poller // nil: every copier has a goroutine from the start
+	lanes         *lanes        // nil: no loops
+	serving       chan struct{} // closed when Shutdown starts, for Serve on loops
+	poller        *poller       // nil: every copier has a goroutine from the start
 	ready         atomic.Bool
 	totals        totals
 	log           *zap.Logger
@@ -146,8 +160,24 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return err
 	}
 	p.engine.load(p.Rules)
+	ls, err := p.startLanes(ln)
+	if err != nil {
+		p.log.Warn("loops not started; sessions run on goroutines", zap.Error(err))
+	}
 	p.ready.Store(true)
 	go p.serveHTTP()
+	if ls != nil {
+		p.mu.Lock()
+		p.lanes = ls
+		closing := p.closing
+		p.mu.Unlock()
+		if closing {
+			ls.stopAccepting()
+			ls.stop()
+		}
+		<-p.serving
+		return ErrServerClosed
+	}
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -213,6 +243,7 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.conns = make(map[net.Conn]struct{})
 	p.dials = make(map[net.Conn]struct{})
 	p.idle = make(chan struct{})
+	p.serving = make(chan struct{})
 	p.httpLn = newChanListener(ln.Addr())
 	p.httpSrv = p.newHTTPServer()
 	p.engine = newEngine(p)
@@ -305,7 +336,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.closing = true
 	p.ready.Store(false)
-	p.ln.Close()
+	lanes := p.lanes
+	if lanes == nil {
+		p.ln.Close()
+	}
+	select {
+	case <-p.serving:
+	default:
+		close(p.serving)
+	}
 	for c := range p.conns {
 		// A connection still in its handshake has no session to close
 		// gracefully: its client has not been answered yet.
@@ -324,6 +363,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.checkIdleLocked()
 	p.mu.Unlock()
 
+	if lanes != nil {
+		// Out of the loops' sets before its number can be reused.
+		lanes.stopAccepting()
+		p.ln.Close()
+		lanes.leaveAll()
+	}
 	for _, s := range sessions {
 		s.closeBoth(closeGoingAway, "going away", "shutdown")
 	}
@@ -348,6 +393,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.httpTransport.CloseIdleConnections()
 	<-p.idle
+	if lanes != nil {
+		lanes.stop()
+	}
 	if p.poller != nil {
 		p.poller.stop()
 	}
@@ -358,6 +406,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // close handshake: Shutdown's time is up. No session is added meanwhile:
 // the proxy is closing, and addSession refuses.
 func (p *Proxy) abortSessions() {
+	if p.lanes != nil {
+		p.lanes.abortAll()
+	}
 	p.mu.Lock()
 	sessions := make([]*session, 0, len(p.sessions))
 	for s := range p.sessions {

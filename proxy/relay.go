@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"os"
@@ -22,6 +23,7 @@ type copier struct {
 	in       inspector               // on_message rules
 	delay    atomic.Pointer[delayer] // a delay rule fired for this direction
 	state    atomic.Int32            // copierParked or copierRunning
+	rem      int64                   // payload bytes of a frame a loop began relaying; the copier's once it runs
 
 	// idle is the poller's sweep count when the copier began to wait for
 	// its source at a frame boundary; 0 while it is not waiting, and
@@ -131,6 +133,12 @@ func (c *copier) run() {
 func (c *copier) loop() error {
 	s, src := c.s, c.src
 	debug := s.p.log.Core().Enabled(zap.DebugLevel)
+	if c.rem > 0 {
+		// The session left its loop in the middle of a frame.
+		if err := c.relayRest(); err != nil {
+			return err
+		}
+	}
 	for {
 		if c.park() {
 			return errParked
@@ -222,7 +230,7 @@ func (c *copier) loop() error {
 // buffered, so header and payload, and a burst of small frames, leave in
 // one write.
 func (c *copier) relayFrame(h ws.Header) error {
-	src, dst := c.src, c.dst
+	dst := c.dst
 	dst.wmu.Lock()
 	defer dst.unlock()
 	bw := dst.writer()
@@ -234,7 +242,24 @@ func (c *copier) relayFrame(h ws.Header) error {
 	if err := ws.WriteHeaderBuffer(bw, h, bw.AvailableBuffer()); err != nil {
 		return &writeError{err}
 	}
-	for rem := h.Length; rem > 0; {
+	return c.relayPayloadLocked(bw, h.Length)
+}
+
+// relayRest streams the rest of a frame whose header and first bytes a
+// loop relayed.
+func (c *copier) relayRest() error {
+	rem := c.rem
+	c.rem = 0
+	c.dst.wmu.Lock()
+	defer c.dst.unlock()
+	return c.relayPayloadLocked(c.dst.writer(), rem)
+}
+
+// relayPayloadLocked streams rem payload bytes from src to bw, dst's batch
+// writer; dst.wmu is held.
+func (c *copier) relayPayloadLocked(bw *bufio.Writer, rem int64) error {
+	src, dst := c.src, c.dst
+	for rem > 0 {
 		if bw.Available() == 0 || src.br.Buffered() == 0 {
 			// Pass on what is here before waiting for more.
 			if err := bw.Flush(); err != nil {

@@ -412,7 +412,7 @@ func TestFrameIsNotHeldBackByAPartialNextHeader(t *testing.T) {
 func TestIdleCopiersParkAndWake(t *testing.T) {
 	t.Parallel()
 	const n = 6
-	addr, p := startProxy(t, startGorillaEcho(t))
+	addr, p := startProxy(t, startGorillaEcho(t), onGoroutines) // copiers park; loops have none
 	clients := make([]*rawConn, n)
 	for i := range clients {
 		clients[i], _ = dialRaw(t, addr, nil, nil)

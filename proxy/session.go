@@ -56,6 +56,11 @@ type session struct {
 	inspecting atomic.Uint32 // directions with on_message rules
 	hung       atomic.Uint32 // directions not relayed any more
 
+	// lane is the loop relaying the session, nil once copiers do (see
+	// lanes); whatever acts on a session from a goroutine first has it
+	// leave its lane (offLane).
+	lane atomic.Pointer[laneSession]
+
 	live atomic.Int32 // copiers still running
 
 	mu     sync.Mutex
@@ -74,7 +79,7 @@ type endInfo struct {
 	reason string
 }
 
-func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client, upstream *peer, hs ws.Handshake) *session {
+func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientAddr net.Addr, client, upstream *peer, hs ws.Handshake) *session {
 	s := &session{
 		p:     p,
 		id:    id,
@@ -83,11 +88,11 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client,
 		query: req.URL.RawQuery,
 		proto: hs.Protocol,
 
-		clientAddr: client.conn.RemoteAddr().String(),
+		clientAddr: clientAddr.String(),
 		client:     client,
 		upstream:   upstream,
 		done:       make(chan struct{}),
-		info:       sessionInfo(req, client.conn),
+		info:       sessionInfo(req, clientAddr),
 	}
 	s.info.Subprotocol = hs.Protocol
 	s.info.Answered = true
@@ -102,14 +107,14 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, client,
 }
 
 // sessionInfo returns what rules match an upgrade request on.
-func sessionInfo(req *http.Request, client net.Conn) rules.Session {
+func sessionInfo(req *http.Request, client net.Addr) rules.Session {
 	info := rules.Session{
 		Path:    req.URL.Path,
 		Query:   req.URL.Query(),
 		Header:  req.Header,
 		Offered: splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
 	}
-	if ap, err := netip.ParseAddrPort(client.RemoteAddr().String()); err == nil {
+	if ap, err := netip.ParseAddrPort(client.String()); err == nil {
 		info.Client = ap.Addr().Unmap()
 	}
 	return info
@@ -151,9 +156,7 @@ func (s *session) peers(src *peer) (other *peer) {
 // copier whose source falls quiet parks, ending its goroutine, so that an
 // idle session has none.
 func (s *session) open() {
-	s.log(zap.InfoLevel, "session opened", zap.String("subprotocol", s.proto))
-	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
-		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
+	s.announce()
 	if d := s.p.IdleTimeout; d > 0 {
 		s.mu.Lock()
 		s.idle = time.AfterFunc(d/4, s.checkIdle(0, time.Now()))
@@ -172,6 +175,19 @@ func (s *session) open() {
 	}
 	s.mu.Unlock()
 
+	s.resume()
+}
+
+// announce logs the session's opening and records its event.
+func (s *session) announce() {
+	s.log(zap.InfoLevel, "session opened", zap.String("subprotocol", s.proto))
+	s.p.emit(Event{Time: time.Now(), Kind: EventOpened, Session: s.id, Client: s.clientAddr,
+		Path: s.path, Query: s.query, Subprotocol: s.proto, Duration: time.Since(s.start)})
+}
+
+// resume starts the copiers: from the session's opening, or where its
+// loop left it.
+func (s *session) resume() {
 	// A connection that cannot park never falls quiet in the poller's
 	// eyes: it gets keep-alive now.
 	for _, c := range s.copiers {
@@ -320,6 +336,7 @@ func (s *session) arm(d time.Duration) {
 // closeBoth sends a close frame of the proxy's own to both sides and waits
 // for their answers (at most closeGrace).
 func (s *session) closeBoth(code ws.StatusCode, reason, why string) {
+	s.offLane()
 	s.setEnd("proxy", why, code, reason)
 	s.closing.Store(true)
 	s.arm(closeGrace)
@@ -361,6 +378,7 @@ func (s *session) maybeFinish() {
 
 // abort closes both connections; the copiers then end.
 func (s *session) abort() {
+	s.offLane()
 	if s.finished.Swap(true) {
 		return
 	}

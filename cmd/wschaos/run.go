@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -202,10 +203,15 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		IdleTimeout:      cfg.Proxy.IdleTimeout.Std(),
 		MaxFrameSize:     int64(cfg.Proxy.MaxFrameSize),
 		MaxInspectSize:   int64(cfg.Proxy.MaxInspectSize),
+		Loops:            cfg.Proxy.Loops,
 		Rules:            cfg.RuleSet,
 		Seed:             seed,
 		Logger:           log,
 		Events:           events,
+	}
+	if n := cfg.Proxy.Loops; n > 0 && runtime.GOMAXPROCS(0) < n+1 {
+		// A loop keeps its P while it waits: one more for everything else.
+		runtime.GOMAXPROCS(n + 1)
 	}
 	metrics := control.NewMetrics(p.Stats)
 	p.Events = proxy.Sinks{events, metrics}

@@ -156,3 +156,38 @@ func (r rawConn) Read(f func(fd uintptr) bool) error {
 func (r rawConn) Write(f func(fd uintptr) bool) error {
 	return r.c.opError("raw-write", r.c.rc.Write(f))
 }
+
+// SetKeepAliveConfig turns TCP keep-alive on or off as net.TCPConn's
+// method does; a zero Idle or Interval means 15 seconds, a zero Count 9.
+func (c *Conn) SetKeepAliveConfig(cfg net.KeepAliveConfig) error {
+	secs := func(d time.Duration) int {
+		if d <= 0 {
+			return 15
+		}
+		return int((d + time.Second - 1) / time.Second)
+	}
+	count := cfg.Count
+	if count <= 0 {
+		count = 9
+	}
+	on := 0
+	if cfg.Enable {
+		on = 1
+	}
+	var serr error
+	if err := c.rc.Control(func(fd uintptr) {
+		for _, o := range [][3]int{
+			{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, on},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs(cfg.Idle)},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(cfg.Interval)},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, count},
+		} {
+			if serr = syscall.SetsockoptInt(int(fd), o[0], o[1], o[2]); serr != nil || on == 0 {
+				return
+			}
+		}
+	}); err != nil {
+		return c.opError("set", err)
+	}
+	return c.opError("set", os.NewSyscallError("setsockopt", serr))
+}

@@ -22,7 +22,7 @@ type echoHandler struct {
 	reply func(fd int, msg [64]byte)
 }
 
-func (h *echoHandler) ready(uint32) {
+func (h *echoHandler) Ready(uint32) {
 	for {
 		n, errno := rawRead(h.fd, h.buf[h.n:])
 		if errno != 0 || n <= 0 {
@@ -36,7 +36,7 @@ func (h *echoHandler) ready(uint32) {
 	}
 }
 
-func (h *echoHandler) stopped() {}
+func (h *echoHandler) Stopped() {}
 
 func write(fd int, msg [64]byte) {
 	syscall.Write(fd, msg[:])

@@ -93,7 +93,7 @@ type acceptor struct {
 	loop *Loop
 }
 
-func (a *acceptor) ready(uint32) {
+func (a *acceptor) Ready(uint32) {
 	ln, l := a.ln, a.loop
 	// Under mu, the room seen is the room there is when the connection
 	// is queued: loops send only under it, Accept only takes.
@@ -120,7 +120,7 @@ func (a *acceptor) ready(uint32) {
 }
 
 // stopped is called when the loop stops; the Listener owns the socket.
-func (a *acceptor) stopped() {}
+func (a *acceptor) Stopped() {}
 
 // Accept waits for the next connection.
 func (ln *Listener) Accept() (net.Conn, error) {

@@ -8,7 +8,7 @@
 // per session than nginx).
 //
 //	            ┌──────────── Group ────────────┐
-//	listener ──▶│ Loop 0: epoll ◀─ sockets ...  │──▶ handler.ready, on the loop
+//	listener ──▶│ Loop 0: epoll ◀─ sockets ...  │──▶ Handler.Ready, on the loop
 //	            │ Loop 1: epoll ◀─ sockets ...  │
 //	            └───────────────┬───────────────┘
 //	                            └──▶ Conn: handed to goroutines, through
@@ -36,11 +36,11 @@ import (
 	"unsafe"
 )
 
-// handler receives the events of one socket, on its loop, and is told
+// Handler receives the events of one socket, on its loop, and is told
 // when the loop stops.
-type handler interface {
-	ready(events uint32)
-	stopped()
+type Handler interface {
+	Ready(events uint32)
+	Stopped()
 }
 
 // Loop is one event loop: an epoll set and the goroutine that waits on it.
@@ -50,7 +50,7 @@ type Loop struct {
 
 	// fds maps a registered socket to its handler. Only the loop's
 	// goroutine reads or writes it.
-	fds map[int32]handler
+	fds map[int32]Handler
 
 	mu     sync.Mutex
 	work   []func() // run on the loop; guarded by mu
@@ -122,7 +122,7 @@ func newLoop() (*Loop, error) {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("evloop: eventfd2: %w", errno)
 	}
-	l := &Loop{epfd: epfd, efd: int(efd), fds: map[int32]handler{}, done: make(chan struct{}),
+	l := &Loop{epfd: epfd, efd: int(efd), fds: map[int32]Handler{}, done: make(chan struct{}),
 		events: make([]syscall.EpollEvent, 256)}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.efd)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.efd, &ev); err != nil {
@@ -166,7 +166,7 @@ func (l *Loop) wakeLocked() {
 }
 
 // add registers fd for h; on the loop only.
-func (l *Loop) add(fd int, h handler, events uint32) error {
+func (l *Loop) add(fd int, h Handler, events uint32) error {
 	l.fds[int32(fd)] = h
 	ev := syscall.EpollEvent{Events: events, Fd: int32(fd)}
 	if errno := rawEpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); errno != 0 {
@@ -179,7 +179,7 @@ func (l *Loop) add(fd int, h handler, events uint32) error {
 // forget drops fd's handler if it is still h (the number may have been
 // reused by a socket registered since); on the loop only. Closing the
 // socket has already taken it out of the epoll set.
-func (l *Loop) forget(fd int, h handler) {
+func (l *Loop) forget(fd int, h Handler) {
 	if l.fds[int32(fd)] == h {
 		delete(l.fds, int32(fd))
 	}
@@ -218,7 +218,7 @@ func (l *Loop) run() {
 				continue
 			}
 			if h := l.fds[ev.Fd]; h != nil {
-				h.ready(ev.Events)
+				h.Ready(ev.Events)
 			}
 		}
 		l.runWork()
@@ -252,7 +252,7 @@ func (l *Loop) runWork() {
 // closeAll ends every socket still registered, when the loop stops.
 func (l *Loop) closeAll() {
 	for fd, h := range l.fds {
-		h.stopped()
+		h.Stopped()
 		delete(l.fds, fd)
 	}
 	l.mu.Lock()

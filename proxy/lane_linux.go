@@ -1,0 +1,541 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/httphead"
+	"go.uber.org/zap"
+
+	"github.com/wschaos/wschaos/internal/evloop"
+)
+
+// lanes run plain sessions on event loops (internal/evloop): a loop
+// accepts, reads the upgrade request, dials the upstream, completes both
+// handshakes and relays the session's frames, every socket call a raw
+// syscall, with no goroutine per session.
+//
+//	listener ─▶ loop: accept, read head ─▶ not plain ─▶ goroutines (handle)
+//	                 │
+//	                 ▼
+//	           connect, request, answer ─▶ refused ─▶ answered from the loop
+//	                 │
+//	                 ▼
+//	           101, relay plain frames, close handshake, FIN and RST
+//	                 │
+//	                 ▼ anything else (a fault, a violation, a rule, Shutdown)
+//	           leave the lane: the sockets go to the runtime's netpoller
+//	           and the copiers take over where the loop stopped
+//
+// A session leaves its lane once both directions are at a frame boundary
+// and the loop has written everything it read: the copiers then go on as
+// if they had relayed the session from its start. A close frame of the
+// proxy's own waits for a frame being relayed to end in the copiers too.
+type lanes struct {
+	p     *Proxy
+	g     *evloop.Group
+	q     *evloop.Queue
+	lfd   int
+	laddr net.Addr
+	up    netip.AddrPort
+	loops []*laneLoop
+}
+
+// laneLoop is one loop's state; only the loop touches it.
+type laneLoop struct {
+	ls    *lanes
+	l     *evloop.Loop
+	buf   []byte                 // the loop's read buffer, shared by its sessions
+	hs    map[*laneConn]struct{} // handshakes under way
+	sess  map[*laneSession]struct{}
+	acc   *laneAcceptor
+	stopd bool // Shutdown: no more accepts
+
+	sweeping *evloop.Timer // the next keep-alive sweep, if one is due
+}
+
+const laneReadSize = 64 << 10
+
+// laneEvents is what a loop's sockets are registered for, edge-triggered.
+const laneEvents = uint32(syscall.EPOLLIN|syscall.EPOLLOUT|syscall.EPOLLRDHUP) | 1<<31 // EPOLLET
+
+// eligibleForLanes reports whether the proxy's settings let plain
+// sessions run on loops, and the upstream's address if so.
+func (p *Proxy) eligibleForLanes(ln net.Listener) (netip.AddrPort, int, bool) {
+	if p.Loops <= 0 || p.TLSConfig != nil || p.NetDial != nil || p.Upstream.Scheme != "ws" ||
+		p.IdleTimeout > 0 || p.MaxFrameSize > 0 {
+		return netip.AddrPort{}, -1, false
+	}
+	tcp, ok := ln.(*net.TCPListener)
+	if !ok {
+		return netip.AddrPort{}, -1, false
+	}
+	host, port := p.Upstream.Hostname(), p.Upstream.Port()
+	if port == "" {
+		port = "80"
+	}
+	ap, err := netip.ParseAddrPort(net.JoinHostPort(host, port))
+	if err != nil {
+		return netip.AddrPort{}, -1, false
+	}
+	fd := -1
+	if raw, err := tcp.SyscallConn(); err == nil {
+		raw.Control(func(f uintptr) { fd = int(f) })
+	}
+	return ap, fd, fd >= 0
+}
+
+// startLanes starts the loops and has them accept from the listener.
+func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
+	up, lfd, ok := p.eligibleForLanes(ln)
+	if !ok {
+		return nil, nil
+	}
+	g, err := evloop.NewGroup(p.Loops)
+	if err != nil {
+		return nil, err
+	}
+	q, err := evloop.NewQueue()
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	ls := &lanes{p: p, g: g, q: q, lfd: lfd, laddr: ln.Addr(), up: up}
+	errs := make(chan error, len(g.Loops()))
+	for _, l := range g.Loops() {
+		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
+			sess: map[*laneSession]struct{}{}}
+		ll.acc = &laneAcceptor{ll: ll}
+		ls.loops = append(ls.loops, ll)
+		l.Submit(func() {
+			errs <- l.Add(lfd, ll.acc, syscall.EPOLLIN|1<<28) // EPOLLEXCLUSIVE: one loop woken per connection
+		})
+	}
+	for range ls.loops {
+		if err := <-errs; err != nil {
+			ls.stop()
+			return nil, fmt.Errorf("loops: %w", err)
+		}
+	}
+	return ls, nil
+}
+
+// onLoops runs f on every loop and waits for them all.
+func (ls *lanes) onLoops(f func(ll *laneLoop)) {
+	var wg sync.WaitGroup
+	for _, ll := range ls.loops {
+		wg.Add(1)
+		if !ll.l.Submit(func() { defer wg.Done(); f(ll) }) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+}
+
+// stopAccepting takes the listener out of every loop's set, before it is
+// closed, and closes the connections still in their handshake.
+func (ls *lanes) stopAccepting() {
+	ls.onLoops(func(ll *laneLoop) {
+		ll.stopd = true
+		ll.l.Remove(ls.lfd, ll.acc)
+		for c := range ll.hs {
+			c.fail()
+		}
+	})
+}
+
+// stop ends the loops; every session has left them or ended by then.
+func (ls *lanes) stop() {
+	ls.onLoops(func(ll *laneLoop) {
+		for s := range ll.sess {
+			s.abort()
+		}
+	})
+	ls.g.Close()
+	ls.q.Close()
+}
+
+// laneAcceptor is the listening socket's handler on one loop.
+type laneAcceptor struct{ ll *laneLoop }
+
+func (a *laneAcceptor) Stopped() {}
+
+func (a *laneAcceptor) Ready(uint32) {
+	ll := a.ll
+	for range 16 {
+		if ll.stopd {
+			return
+		}
+		fd, addr, errno := evloop.Accept(ll.ls.lfd)
+		if errno != 0 {
+			return // EAGAIN: none left, or another loop took it
+		}
+		c := &laneConn{ll: ll, fd: fd, addr: addr, start: time.Now()}
+		ll.hs[c] = struct{}{}
+		if err := ll.l.Add(fd, c, laneEvents); err != nil {
+			delete(ll.hs, c)
+			evloop.Close(fd)
+			continue
+		}
+		c.timer = ll.l.After(ll.ls.p.handshakeTimeout(), c.timedOut)
+	}
+}
+
+// laneConn is a client connection in its handshake, on a loop.
+type laneConn struct {
+	ll    *laneLoop
+	fd    int
+	addr  net.Addr
+	start time.Time
+	timer *evloop.Timer
+	head  []byte // the request's bytes so far
+
+	// Once the request is read: the upstream's connection.
+	req      *http.Request
+	id       uint64
+	ufd      int
+	dialer   *laneDialer
+	nonce    [nonceLen]byte
+	protos   []string
+	exts     []httphead.Option
+	uhead    []byte
+	requests []byte // the upgrade request, until written
+	done     bool
+}
+
+func (c *laneConn) Stopped() { c.fail() }
+
+// Ready reads the request head; once it is whole, the upstream is dialed.
+func (c *laneConn) Ready(events uint32) {
+	if c.done || c.req != nil {
+		if c.req != nil && events&(syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && !c.done {
+			// The client left while its upstream was dialed: the
+			// goroutines' handshake notices when it writes the answer;
+			// here the answer is not written at all.
+			c.refuse(0, RefusedClient, errors.New("client gone during the handshake"), "")
+		}
+		return
+	}
+	buf := c.ll.buf
+	for {
+		n, errno := evloop.Read(c.fd, buf)
+		if errno == syscall.EAGAIN {
+			break
+		}
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 || n == 0 {
+			c.fail()
+			return
+		}
+		c.head = append(c.head, buf[:n]...)
+		if bytes.Contains(c.head, []byte("\r\n\r\n")) || len(c.head) > maxHeadSize {
+			break
+		}
+	}
+	i := bytes.Index(c.head, []byte("\r\n\r\n"))
+	if i < 0 && len(c.head) <= maxHeadSize {
+		return // more to come
+	}
+	if i < 0 || i+4 > maxHeadSize || !headWantsWebSocket(c.head[:i+2]) || len(c.ll.ls.p.engine.gen.Load().rules) > 0 {
+		c.toGoroutines()
+		return
+	}
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(c.head[:i+4])))
+	if err != nil || checkUpgrade(req) != nil {
+		c.toGoroutines()
+		return
+	}
+	var exts []httphead.Option
+	for _, v := range req.Header.Values("Sec-WebSocket-Extensions") {
+		var ok bool
+		if exts, ok = httphead.ParseOptions([]byte(v), exts); !ok {
+			c.toGoroutines()
+			return
+		}
+	}
+	c.req, c.exts = req, exts
+	c.protos = splitTokens(req.Header.Values("Sec-WebSocket-Protocol"))
+	c.head = c.head[i+4:] // frames pipelined behind the request
+	c.dial()
+}
+
+// toGoroutines hands the connection, with what has been read of it, to
+// the goroutines' handshake (handle), which serves whatever it is.
+func (c *laneConn) toGoroutines() {
+	p := c.ll.ls.p
+	c.finishHandshake()
+	conn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
+	if err != nil {
+		return // NewConn closed it
+	}
+	bc := &prefixConn{Conn: conn, prefix: c.head}
+	c.ll.ls.q.Go(func() {
+		if !p.track(bc) {
+			bc.Close()
+			return
+		}
+		p.handle(bc)
+	})
+}
+
+// finishHandshake takes the connection out of the loop's handshakes and
+// its sockets out of the loop's set.
+func (c *laneConn) finishHandshake() {
+	c.endHandshake()
+	c.ll.l.Remove(c.fd, c)
+	if c.dialer != nil {
+		c.ll.l.Remove(c.ufd, c.dialer)
+	}
+}
+
+// endHandshake takes the connection out of the loop's handshakes; its
+// sockets stay registered, for the session.
+func (c *laneConn) endHandshake() {
+	c.done = true
+	delete(c.ll.hs, c)
+	c.timer.Stop()
+}
+
+// fail closes the connection (and its upstream's) without an answer.
+func (c *laneConn) fail() {
+	if c.done {
+		return
+	}
+	c.finishHandshake()
+	evloop.Close(c.fd)
+	if c.dialer != nil {
+		evloop.Close(c.ufd)
+	}
+}
+
+func (c *laneConn) timedOut() {
+	if c.req == nil {
+		c.fail() // as the goroutines' handshake: no answer to a request never read
+		return
+	}
+	c.refuse(http.StatusBadGateway, RefusedTimeout, errors.New("upstream handshake timed out"), "upstream unreachable: timeout")
+}
+
+// refuse answers the client with status (none if 0) and msg, closes both
+// connections and records the refusal, as serveWebSocket does.
+func (c *laneConn) refuse(status int, step string, why error, msg string) {
+	p := c.ll.ls.p
+	if status != 0 {
+		var b bytes.Buffer
+		writeStatus(&b, status, msg)
+		evloop.Write(c.fd, b.Bytes())
+		p.log.Warn("upstream refused the session", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
+			zap.String("path", c.req.URL.Path), zap.Int("status", status), zap.Error(why))
+	}
+	c.fail()
+	p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
+		Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Status: status, Refusal: step, Why: why.Error()})
+}
+
+// dial starts the upstream's connection.
+func (c *laneConn) dial() {
+	ls := c.ll.ls
+	c.id = ls.p.nextID.Add(1)
+	target := joinURL(ls.p.Upstream, c.req.URL)
+	fd, errno := evloop.Connect(ls.up)
+	if errno != 0 {
+		c.refuse(http.StatusBadGateway, RefusedUnreachable, fmt.Errorf("dial %s: %w", target.Redacted(), errno),
+			"upstream unreachable: "+errno.Error())
+		return
+	}
+	c.ufd = fd
+	c.dialer = &laneDialer{c: c}
+	var key [16]byte
+	rand.Read(key[:])
+	makeNonce(c.nonce[:], key)
+	fwd := forwardHeader(c.req, c.addr.String(), false)
+	c.requests = appendUpgradeRequest(nil, target, c.nonce[:], c.protos, c.exts, fwd)
+	if err := c.ll.l.Add(fd, c.dialer, laneEvents); err != nil {
+		evloop.Close(fd)
+		c.dialer = nil
+		c.refuse(http.StatusBadGateway, RefusedUnreachable, err, "upstream unreachable: "+err.Error())
+	}
+}
+
+// laneDialer is the upstream's connection during the handshake.
+type laneDialer struct {
+	c         *laneConn
+	connected bool
+}
+
+func (d *laneDialer) Stopped() { d.c.fail() }
+
+func (d *laneDialer) Ready(events uint32) {
+	c := d.c
+	if c.done {
+		return
+	}
+	if !d.connected {
+		if events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
+			return
+		}
+		if errno := evloop.SockError(c.ufd); errno != 0 || events&syscall.EPOLLHUP != 0 {
+			if errno == 0 {
+				errno = syscall.ECONNREFUSED
+			}
+			c.refuse(http.StatusBadGateway, RefusedUnreachable,
+				fmt.Errorf("dial %s: %w", joinURL(c.ll.ls.p.Upstream, c.req.URL).Redacted(), errno),
+				"upstream unreachable: "+errno.Error())
+			return
+		}
+		d.connected = true
+	}
+	for len(c.requests) > 0 {
+		n, errno := evloop.Write(c.ufd, c.requests)
+		if errno == syscall.EAGAIN {
+			return
+		}
+		if errno != 0 {
+			c.refuse(http.StatusBadGateway, RefusedUnreachable, errno, "upstream unreachable: "+errno.Error())
+			return
+		}
+		c.requests = c.requests[n:]
+	}
+	buf := c.ll.buf
+	for {
+		n, errno := evloop.Read(c.ufd, buf)
+		if errno == syscall.EAGAIN {
+			return
+		}
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 || n == 0 {
+			err := error(io.ErrUnexpectedEOF)
+			if errno != 0 {
+				err = errno
+			}
+			c.refuse(http.StatusBadGateway, RefusedUnreachable, err, "upstream unreachable: "+err.Error())
+			return
+		}
+		c.uhead = append(c.uhead, buf[:n]...)
+		if n := answerHeadLen(c.uhead); n >= 0 {
+			c.answered(n)
+			return
+		}
+		if len(c.uhead) > maxHeadSize {
+			c.refuse(http.StatusBadGateway, RefusedUnreachable, errors.New("answer head too large"), "upstream unreachable: answer head too large")
+			return
+		}
+	}
+}
+
+// answered checks the upstream's answer, whose head is c.uhead[:n].
+func (c *laneConn) answered(n int) {
+	p := c.ll.ls.p
+	hs, answer, err := checkUpgradeAnswer(c.uhead[:n], c.nonce[:], c.protos, c.exts)
+	var st *answerStatus
+	if errors.As(err, &st) {
+		c.statusAnswer()
+		return
+	}
+	if err != nil {
+		err = fmt.Errorf("dial %s: %w", joinURL(p.Upstream, c.req.URL).Redacted(), err)
+		c.refuse(http.StatusBadGateway, RefusedUnreachable, err, "upstream unreachable: "+err.Error())
+		return
+	}
+	upending := c.uhead[n:]
+	c.endHandshake()
+
+	s := newLaneSession(c, hs, answer, upending)
+	if s == nil {
+		return
+	}
+	s.run()
+}
+
+// statusAnswer passes a non-101 answer on: goroutines read its body.
+func (c *laneConn) statusAnswer() {
+	p := c.ll.ls.p
+	c.finishHandshake()
+	cconn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
+	if err != nil {
+		evloop.Close(c.ufd)
+		return
+	}
+	uconn, err := evloop.NewConn(c.ufd, nil, net.TCPAddrFromAddrPort(c.ll.ls.up))
+	if err != nil {
+		cconn.Close()
+		return
+	}
+	req, id, head, addr := c.req, c.id, c.uhead, c.addr
+	c.ll.ls.q.Go(func() {
+		uconn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
+		r := bufio.NewReader(io.MultiReader(bytes.NewReader(head), uconn))
+		status := 0
+		if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil); err == nil {
+			status = resp.StatusCode
+		}
+		se := readStatusError(status, r)
+		uconn.Close()
+		cconn.SetWriteDeadline(time.Now().Add(closeGrace))
+		se.writeTo(cconn)
+		cconn.Close()
+		p.log.Warn("upstream refused the session", zap.Uint64("session", id), zap.Stringer("client", addr),
+			zap.String("path", req.URL.Path), zap.Int("status", se.status), zap.Error(se))
+		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: addr.String(),
+			Path: req.URL.Path, Query: req.URL.RawQuery, Status: se.status, Refusal: RefusedUpstream, Why: se.Error()})
+	})
+}
+
+// captureConn records what is written to it: the client's 101, which
+// gobwas/ws's HTTPUpgrader writes, before the loop sends it.
+type captureConn struct {
+	net.Conn
+	b []byte
+}
+
+func (c *captureConn) Write(b []byte) (int, error) { c.b = append(c.b, b...); return len(b), nil }
+
+// leaveAll has every session on the loops leave them, and waits.
+func (ls *lanes) leaveAll() {
+	var mu sync.Mutex
+	var waits []chan struct{}
+	ls.onLoops(func(ll *laneLoop) {
+		for s := range ll.sess {
+			w := make(chan struct{})
+			s.waiters = append(s.waiters, w)
+			mu.Lock()
+			waits = append(waits, w)
+			mu.Unlock()
+			s.leaving = true
+			s.check()
+		}
+	})
+	for _, w := range waits {
+		<-w
+	}
+}
+
+// abortAll ends every session still on the loops: Shutdown's time is up.
+func (ls *lanes) abortAll() {
+	ls.onLoops(func(ll *laneLoop) {
+		for s := range ll.sess {
+			s.s.setEnd("proxy", "forced shutdown", 0, "")
+			s.abort()
+		}
+	})
+}
+
+func (c *captureConn) SetDeadline(time.Time) error      { return nil }
+func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }

@@ -1,0 +1,57 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"net"
+	"testing"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wschaos/wschaos/proxy"
+)
+
+// onLoops runs a test's proxy with one loop, whatever WSCHAOS_TEST_LOOPS
+// says.
+func onLoops(p *proxy.Proxy) { p.Loops = 1 }
+
+// TestLaneKeepAliveOnceQuiet checks that a session on a loop gets TCP
+// keep-alive on both connections once it has been quiet a while, as a
+// session whose copiers park does, and not while it is busy.
+func TestLaneKeepAliveOnceQuiet(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	ln := listenProxy(t)
+	addr, p := startProxyOn(t, ln, up.URL, onLoops)
+	client, _ := dialRaw(t, addr, nil, nil)
+	upstream := up.accept(t)
+	if got := proxy.OnLoop(p); got != 1 {
+		t.Fatalf("sessions on loops: got %d; want 1", got)
+	}
+	toClient := [2]net.Addr{ln.Addr(), client.LocalAddr()}
+	toUpstream := [2]net.Addr{upstream.RemoteAddr(), upstream.LocalAddr()}
+
+	client.writeFrame(t, true, ws.OpText, []byte("busy"))
+	if f := upstream.readFrame(t); string(f.Payload) != "busy" {
+		t.Fatalf("relayed: got %q; want %q", f.Payload, "busy")
+	}
+	// A sweep needs two looks, half a second apart, to call a session
+	// quiet; read right after a frame, the options cannot be set yet.
+	before := [2]int{keepAliveOf(t, toClient[0], toClient[1]), keepAliveOf(t, toUpstream[0], toUpstream[1])}
+	if before != [2]int{0, 0} {
+		t.Errorf("SO_KEEPALIVE (client, upstream) of a session just used: got %v; want [0 0]", before)
+	}
+	waitUntil(t, "keep-alive on both connections", func() bool {
+		return keepAliveOf(t, toClient[0], toClient[1]) == 1 && keepAliveOf(t, toUpstream[0], toUpstream[1]) == 1
+	})
+	if got := socketOption(t, toClient[0], toClient[1], 6 /* IPPROTO_TCP */, 4 /* TCP_KEEPIDLE */); got != 15 {
+		t.Errorf("TCP_KEEPIDLE of the client's connection: got %d s; want 15 (Go's default)", got)
+	}
+	upstream.writeFrame(t, true, ws.OpText, []byte("still here"))
+	if f := client.readFrame(t); string(f.Payload) != "still here" {
+		t.Errorf("relayed once quiet: got %q; want %q", f.Payload, "still here")
+	}
+	if got := proxy.OnLoop(p); got != 1 {
+		t.Errorf("sessions on loops: got %d; want 1", got)
+	}
+}

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package proxy
+
+import "net"
+
+// lanes run sessions on event loops, on Linux only.
+type lanes struct{}
+
+type laneSession struct{}
+
+func (p *Proxy) startLanes(net.Listener) (*lanes, error) { return nil, nil }
+func (*lanes) stopAccepting()                            {}
+func (*lanes) leaveAll()                                 {}
+func (*lanes) abortAll()                                 {}
+func (*lanes) stop()                                     {}
+func (*session) offLane()                                {}

@@ -1,0 +1,596 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+
+	"github.com/wschaos/wschaos/internal/evloop"
+)
+
+// laneSession is a session its loop relays. Only the loop touches it.
+type laneSession struct {
+	ll       *laneLoop
+	s        *session
+	caddr    net.Addr
+	fds      [2]int // client, upstream
+	sides    [2]*laneSide
+	dirs     [2]laneDir // client->upstream, upstream->client
+	timer    *evloop.Timer
+	deadline time.Time
+	leaving  bool
+	waiters  []chan struct{}
+	closed   bool
+
+	// The keep-alive sweep's: frames seen at the last sweep, sweeps since
+	// they changed, and whether keep-alive is on.
+	seen      uint64
+	quiet     int
+	keptAlive bool
+}
+
+// sweepEvery is how often a loop looks for sessions fallen quiet; one
+// quiet for two sweeps in a row (1 to 1.5 s, as a parked copier) gets TCP
+// keep-alive on both connections, which a busy or short one is spared.
+const laneSweepEvery = sweepEvery
+
+// sweep turns keep-alive on for the loop's sessions that have fallen
+// quiet, and looks again later while the loop has sessions.
+func (ll *laneLoop) sweep() {
+	ll.sweeping = nil
+	for ls := range ll.sess {
+		if ls.keptAlive {
+			continue
+		}
+		n := ls.s.client.frames.Load() + ls.s.upstream.frames.Load()
+		if n != ls.seen {
+			ls.seen, ls.quiet = n, 0
+			continue
+		}
+		if ls.quiet++; ls.quiet >= 2 {
+			ls.keptAlive = true
+			for _, fd := range ls.fds {
+				if fd >= 0 {
+					evloop.KeepAlive(fd)
+				}
+			}
+		}
+	}
+	ll.armSweep()
+}
+
+// armSweep schedules the next sweep, if the loop has sessions and none is
+// scheduled.
+func (ll *laneLoop) armSweep() {
+	if ll.sweeping == nil && len(ll.sess) > 0 {
+		ll.sweeping = ll.l.After(laneSweepEvery, ll.sweep)
+	}
+}
+
+// laneDir is one direction of a lane session.
+type laneDir struct {
+	ls         *laneSession
+	c          *copier
+	src, dst   int    // indexes into fds
+	carry      []byte // read, not yet relayed: a partial header or close frame, or all from a hand-off's boundary
+	rem        int64  // payload bytes of the frame under way still to relay
+	out        []byte // relayed bytes dst's socket did not take yet
+	more       bool   // src may hold bytes not read yet
+	ended      bool   // src's read side ended
+	finPending bool   // mirror src's FIN once out is written
+	stuck      bool   // src sent something only the copiers handle: leave the lane
+}
+
+// laneSide is a socket's handler while its session is on the loop.
+type laneSide struct {
+	ls *laneSession
+	i  int
+}
+
+func (h *laneSide) Stopped() { h.ls.abort() }
+
+func (h *laneSide) Ready(events uint32) {
+	ls := h.ls
+	if ls.closed {
+		return
+	}
+	if events&syscall.EPOLLOUT != 0 {
+		// The direction writing to this side may go on.
+		d := &ls.dirs[1-h.i]
+		if d.out != nil && d.flush() && d.more {
+			d.relay()
+		}
+	}
+	if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && !ls.closed {
+		d := &ls.dirs[h.i]
+		d.more = true
+		d.relay()
+	}
+	ls.check()
+}
+
+// newLaneSession registers the session and answers the client; nil if the
+// client was refused instead.
+func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending []byte) *laneSession {
+	ll, p := c.ll, c.ll.ls.p
+	client := &peer{side: sideClient, fd: c.fd}
+	upstream := &peer{side: sideUpstream, fd: c.ufd}
+	s := newSession(p, c.id, c.req, c.start, c.addr, client, upstream, hs)
+	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
+	s.lane.Store(ls)
+	closeBoth := func() {
+		ll.l.Remove(c.fd, c)
+		ll.l.Remove(c.ufd, c.dialer)
+		evloop.Close(c.fd)
+		evloop.Close(c.ufd)
+	}
+	refused := func(status int, step string, why string) {
+		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
+			Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Status: status, Refusal: step, Why: why})
+	}
+	if !p.addSession(s, nil) {
+		p.dropSession(s)
+		var b bytes.Buffer
+		writeStatus(&b, http.StatusServiceUnavailable, "shutting down")
+		evloop.Write(c.fd, b.Bytes())
+		closeBoth()
+		refused(http.StatusServiceUnavailable, RefusedClient, "shutting down")
+		return nil
+	}
+	cc := &captureConn{}
+	u := ws.HTTPUpgrader{Header: answer}
+	if _, _, _, err := u.Upgrade(c.req, &hijacker{conn: cc, br: bufio.NewReader(bytes.NewReader(nil))}); err != nil {
+		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Error(err))
+		p.dropSession(s)
+		closeBoth()
+		refused(0, RefusedClient, "answer client: "+err.Error())
+		return nil
+	}
+	for i := range ls.dirs {
+		d := &ls.dirs[i]
+		d.ls, d.c, d.src, d.dst = ls, s.copiers[i], i, 1-i
+		ls.sides[i] = &laneSide{ls: ls, i: i}
+		d.more = true
+	}
+	ll.l.Rebind(c.fd, ls.sides[0])
+	ll.l.Rebind(c.ufd, ls.sides[1])
+	ll.sess[ls] = struct{}{}
+	ll.armSweep()
+	if len(c.head) > 0 {
+		ls.dirs[0].carry = append([]byte(nil), c.head...)
+	}
+	if len(upending) > 0 {
+		ls.dirs[1].carry = append([]byte(nil), upending...)
+	}
+	// The 101 goes out first; a client that takes less of it than that
+	// gets the rest before any frame.
+	ls.dirs[1].out = cc.b
+	ls.dirs[1].flush()
+	s.mu.Lock()
+	s.opened = true
+	s.mu.Unlock()
+	s.announce()
+	return ls
+}
+
+// run starts relaying what arrived with the handshakes.
+func (ls *laneSession) run() {
+	if len(ls.ll.ls.p.engine.gen.Load().rules) > 0 {
+		// Rules were loaded during the handshake: they need the copiers.
+		ls.leaving = true
+	}
+	for i := range ls.dirs {
+		if !ls.closed {
+			ls.dirs[i].relay()
+		}
+	}
+	ls.check()
+}
+
+// relay reads src until it has nothing more or the loop must stop, and
+// writes what it read to dst, in one write per read.
+func (d *laneDir) relay() {
+	ls := d.ls
+	buf := ls.ll.buf
+	for d.more && d.out == nil && !d.ended && !d.stuck && !ls.leaving && !ls.closed {
+		k := copy(buf, d.carry)
+		d.carry = d.carry[:0]
+		n, errno := evloop.Read(ls.fds[d.src], buf[k:])
+		switch {
+		case errno == syscall.EINTR:
+			d.carry = append(d.carry, buf[:k]...)
+			continue
+		case errno == syscall.EAGAIN:
+			d.more = false
+			n = 0
+		case errno != 0:
+			d.carry = append(d.carry, buf[:k]...)
+			d.readEnded(errno)
+			return
+		case n == 0:
+			d.carry = append(d.carry, buf[:k]...)
+			d.readEnded(0)
+			return
+		}
+		stop, closed := d.walk(buf[:k+n])
+		d.carry = append(d.carry, buf[stop:k+n]...)
+		if stop > 0 {
+			d.out = buf[:stop]
+			if !d.flush() {
+				// Keep what dst did not take; buf is the loop's.
+				d.out = append([]byte(nil), d.out...)
+			}
+		}
+		if closed {
+			d.closeRelayed()
+		}
+		if errno == syscall.EAGAIN {
+			return
+		}
+	}
+}
+
+// walk finds the frames in b, checking each as the copiers do, and
+// returns how much of b is relayed now; closed reports that it ends with
+// src's close frame.
+func (d *laneDir) walk(b []byte) (stop int, closed bool) {
+	ls, s, src := d.ls, d.ls.s, d.c.src
+	pos := 0
+	for pos < len(b) {
+		if d.rem > 0 {
+			k := min(d.rem, int64(len(b)-pos))
+			pos += int(k)
+			d.rem -= k
+			continue
+		}
+		if ls.leaving || src.sentClose.Load() {
+			// Frames after src's close frame are the copiers' to drain.
+			d.stuck = !ls.leaving
+			return pos, false
+		}
+		h, size, ok, err := headerAt(b[pos:])
+		if err != nil {
+			d.stuck = true // the copiers end the session as they do
+			return pos, false
+		}
+		if !ok {
+			return pos, false
+		}
+		if d.c.check(h) != nil {
+			d.stuck = true
+			return pos, false
+		}
+		if h.OpCode == ws.OpClose {
+			if int64(len(b)-pos-size) < h.Length {
+				return pos, false
+			}
+			p := b[pos+size : pos+size+int(h.Length)]
+			info := parseClose(h, p)
+			src.frames.Add(1)
+			src.bytes.Add(uint64(h.Length))
+			src.closeInfo.Store(&info)
+			// Who closed first is recorded before the frame goes on.
+			s.setEnd(src.side.String(), "close frame", info.code, info.reason)
+			return pos + size + int(h.Length), true
+		}
+		src.frames.Add(1)
+		src.bytes.Add(uint64(h.Length))
+		if h.Fin && !h.OpCode.IsControl() {
+			src.messages.Add(1)
+		}
+		if debugOn(s) {
+			s.log(zap.DebugLevel, "frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
+				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
+		}
+		pos += size
+		d.rem = h.Length
+	}
+	return pos, false
+}
+
+func debugOn(s *session) bool { return s.p.log.Core().Enabled(zap.DebugLevel) }
+
+// closeRelayed moves the close handshake on once src's close frame has
+// been written (deliverClose, for the loop).
+func (d *laneDir) closeRelayed() {
+	ls := d.ls
+	src, dst := d.c.src, d.c.dst
+	dst.gotClose.Store(true)
+	src.sentClose.Store(true)
+	ls.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side))
+	if dst.sentClose.Load() {
+		ls.maybeFinish()
+	} else {
+		ls.arm(relayedCloseTimeout)
+	}
+}
+
+// flush writes out to dst; it reports whether all of it went.
+func (d *laneDir) flush() bool {
+	ls := d.ls
+	for len(d.out) > 0 {
+		n, errno := evloop.Write(ls.fds[d.dst], d.out)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno == syscall.EAGAIN {
+			return false
+		}
+		if errno != 0 {
+			// dst is gone; reading it tells how, and that is mirrored.
+			d.out = nil
+			ls.arm(closeGrace)
+			return true
+		}
+		d.out = d.out[n:]
+	}
+	d.out = nil
+	if d.finPending {
+		d.finPending = false
+		evloop.CloseWrite(ls.fds[d.dst])
+	}
+	return true
+}
+
+// readEnded mirrors how src's connection ended (copier.ended, for the
+// loop): errno 0 is a FIN.
+func (d *laneDir) readEnded(errno syscall.Errno) {
+	ls, s := d.ls, d.ls.s
+	src := d.c.src
+	d.ended = true
+	src.gone.Store(true)
+	switch errno {
+	case 0:
+		if !src.sentClose.Load() {
+			s.setEnd(src.side.String(), "tcp closed without close frame", 0, "")
+		}
+		if d.out != nil {
+			d.finPending = true
+		} else {
+			evloop.CloseWrite(ls.fds[d.dst])
+		}
+		ls.maybeFinish()
+		ls.arm(closeGrace)
+	case syscall.ECONNRESET:
+		s.setEnd(src.side.String(), "tcp reset", 0, "")
+		ls.ll.l.Remove(ls.fds[d.dst], ls.sides[d.dst])
+		evloop.Reset(ls.fds[d.dst])
+		ls.fds[d.dst] = -1
+		ls.abort()
+	default:
+		s.setEnd(src.side.String(), "read failed: "+errno.Error(), 0, "")
+		ls.abort()
+	}
+	if !ls.closed && ls.dirs[0].ended && ls.dirs[1].ended {
+		ls.abort()
+	}
+}
+
+// maybeFinish closes both connections once each side has both sent and
+// received a close frame, or is gone.
+func (ls *laneSession) maybeFinish() {
+	done := func(p *peer) bool {
+		return p.gone.Load() || (p.sentClose.Load() && p.gotClose.Load())
+	}
+	if done(ls.s.client) && done(ls.s.upstream) {
+		ls.abort()
+	}
+}
+
+// arm ends the session after d unless it has ended by then; the first
+// deadline armed stands.
+func (ls *laneSession) arm(d time.Duration) {
+	if ls.timer != nil || ls.closed {
+		return
+	}
+	ls.deadline = time.Now().Add(d)
+	ls.timer = ls.ll.l.After(d, func() {
+		ls.timer = nil
+		ls.s.setEnd("proxy", "close handshake timed out", 0, "")
+		ls.abort()
+	})
+}
+
+// check leaves the lane when the session must, once it can.
+func (ls *laneSession) check() {
+	if ls.closed {
+		return
+	}
+	if ls.dirs[0].stuck || ls.dirs[1].stuck {
+		ls.leaving = true
+	}
+	if !ls.leaving || ls.dirs[0].out != nil || ls.dirs[1].out != nil {
+		return // dst has not taken everything relayed yet
+	}
+	ls.leave()
+}
+
+// abort closes both connections and ends the session (finish, for the
+// loop).
+func (ls *laneSession) abort() {
+	if ls.closed {
+		return
+	}
+	ls.closed = true
+	s := ls.s
+	// Both connections are gone: whatever a goroutine still does to the
+	// session (Shutdown's close frames) finds nothing to write to.
+	s.client.gone.Store(true)
+	s.upstream.gone.Store(true)
+	s.finished.Store(true)
+	close(s.done)
+	if ls.timer != nil {
+		ls.timer.Stop()
+	}
+	for i, fd := range ls.fds {
+		if fd >= 0 {
+			ls.ll.l.Remove(fd, ls.sides[i])
+			evloop.Close(fd)
+		}
+	}
+	delete(ls.ll.sess, ls)
+	end := s.stopTimers()
+	if s.p.log.Core().Enabled(zap.InfoLevel) {
+		s.logEnd(end)
+	}
+	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
+		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
+		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
+		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
+	s.p.removeSession(s)
+	s.lane.Store(nil)
+	ls.release()
+}
+
+// release lets the goroutines waiting for the session to leave go on.
+func (ls *laneSession) release() {
+	if len(ls.waiters) == 0 {
+		return
+	}
+	ws := ls.waiters
+	ls.waiters = nil
+	ls.ll.ls.q.Go(func() {
+		for _, w := range ws {
+			close(w)
+		}
+	})
+}
+
+// leave hands the session to the copiers: its sockets go to the runtime's
+// netpoller, the bytes held to the frame readers.
+func (ls *laneSession) leave() {
+	s, ll := ls.s, ls.ll
+	for i, fd := range ls.fds {
+		ll.l.Remove(fd, ls.sides[i])
+	}
+	delete(ll.sess, ls)
+	peers := [2]*peer{s.client, s.upstream}
+	addrs := [2]net.Addr{ls.caddr, net.TCPAddrFromAddrPort(ll.ls.up)}
+	var conns [2]*evloop.Conn
+	for i, fd := range ls.fds {
+		if fd < 0 {
+			continue
+		}
+		var laddr net.Addr = ll.ls.laddr
+		if i == 1 {
+			laddr = evloop.LocalAddr(fd)
+		}
+		conn, err := evloop.NewConn(fd, laddr, addrs[i])
+		if err != nil {
+			ls.fds[i] = -1 // NewConn closed it
+			continue
+		}
+		conns[i] = conn
+	}
+	if conns[0] == nil || conns[1] == nil {
+		for i, c := range conns {
+			if c != nil {
+				c.Close()
+				ls.fds[i] = -1
+			}
+		}
+		s.setEnd("proxy", "hand-off failed", 0, "")
+		ls.abort()
+		return
+	}
+	for i, c := range conns {
+		peers[i].conn = c
+		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
+		s.copiers[i].rem = ls.dirs[i].rem
+	}
+	ls.closed = true // the loop's part is over
+	var rem time.Duration
+	if ls.timer != nil {
+		ls.timer.Stop()
+		rem = max(time.Until(ls.deadline), 0)
+	}
+	ws := ls.waiters
+	ls.waiters = nil
+	s.lane.Store(nil)
+	ll.ls.q.Go(func() {
+		if rem > 0 || !ls.deadline.IsZero() {
+			s.arm(rem)
+		}
+		for _, w := range ws {
+			close(w)
+		}
+		s.resume()
+	})
+}
+
+// offLane returns once the session is not on a loop any more: it has left
+// its lane, which it is asked to, or ended. Called from goroutines before
+// anything acts on the session.
+func (s *session) offLane() {
+	ls := s.lane.Load()
+	if ls == nil {
+		return
+	}
+	w := make(chan struct{})
+	if !ls.ll.l.Submit(func() {
+		if ls.closed || s.lane.Load() != ls {
+			close(w)
+			return
+		}
+		ls.waiters = append(ls.waiters, w)
+		ls.leaving = true
+		ls.check()
+	}) {
+		return // the loops have stopped: so has the session
+	}
+	select {
+	case <-w:
+	case <-s.done:
+		// Ended on the loop meanwhile.
+	}
+}
+
+// headerAt parses the frame header at the start of b (RFC 6455 section
+// 5.2) as ws.ReadHeader does; ok is false while b holds only part of it.
+func headerAt(b []byte) (h ws.Header, size int, ok bool, err error) {
+	if len(b) < 2 {
+		return h, 0, false, nil
+	}
+	size = 2
+	l := b[1] & 0x7f
+	switch l {
+	case 126:
+		size += 2
+	case 127:
+		size += 8
+	}
+	if b[1]&0x80 != 0 {
+		h.Masked = true
+		size += 4
+	}
+	if len(b) < size {
+		return h, size, false, nil
+	}
+	h.Fin = b[0]&0x80 != 0
+	h.Rsv = (b[0] & 0x70) >> 4
+	h.OpCode = ws.OpCode(b[0] & 0x0f)
+	switch l {
+	case 126:
+		h.Length = int64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		if b[2]&0x80 != 0 {
+			return h, size, false, ws.ErrHeaderLengthMSB
+		}
+		h.Length = int64(binary.BigEndian.Uint64(b[2:]))
+	default:
+		h.Length = int64(l)
+	}
+	if h.Masked {
+		copy(h.Mask[:], b[size-4:size])
+	}
+	return h, size, true, nil
+}
