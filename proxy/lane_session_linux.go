@@ -438,15 +438,7 @@ func (ls *laneSession) abort() {
 		}
 	}
 	delete(ls.ll.sess, ls)
-	end := s.stopTimers()
-	if s.p.log.Core().Enabled(zap.InfoLevel) {
-		s.logEnd(end)
-	}
-	s.p.emit(Event{Time: time.Now(), Kind: EventClosed, Session: s.id, Client: s.clientAddr,
-		Path: s.path, Query: s.query, Subprotocol: s.proto, By: end.by, Why: end.why,
-		Code: int(end.code), Reason: end.reason, Duration: time.Since(s.start),
-		ClientCode: closeCode(s.client.closeInfo.Load()), UpstreamCode: closeCode(s.upstream.closeInfo.Load())})
-	s.p.removeSession(s)
+	s.recordEnd(s.stopTimers())
 	s.lane.Store(nil)
 	ls.release()
 }

@@ -248,6 +248,11 @@ func (s *session) finish() {
 		p.wmu.Unlock()
 	}
 
+	s.recordEnd(end)
+}
+
+// recordEnd logs the session's end, records its event and forgets it.
+func (s *session) recordEnd(end endInfo) {
 	if s.p.log.Core().Enabled(zap.InfoLevel) {
 		s.logEnd(end)
 	}
