@@ -254,7 +254,10 @@ func (c *laneConn) Ready(events uint32) {
 		c.toGoroutines()
 		return
 	}
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(c.head[:i+4])))
+	br := headReaderPool.Get().(*bufio.Reader)
+	br.Reset(bytes.NewReader(c.head[:i+4]))
+	req, err := http.ReadRequest(br)
+	putHeadReader(br)
 	if err != nil || checkUpgrade(req) != nil {
 		c.toGoroutines()
 		return

@@ -90,6 +90,10 @@ type laneDir struct {
 	stuck      bool   // src sent something only the copiers handle: leave the lane
 }
 
+// noReader is the hijacker's reader for the 101 a loop writes: the
+// upgrader reads nothing from it.
+var noReader = bufio.NewReaderSize(bytes.NewReader(nil), 16)
+
 // laneSide is a socket's handler while its session is on the loop.
 type laneSide struct {
 	ls *laneSession
@@ -148,7 +152,10 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	}
 	cc := &captureConn{}
 	u := ws.HTTPUpgrader{Header: answer}
-	if _, _, _, err := u.Upgrade(c.req, &hijacker{conn: cc, br: bufio.NewReader(bytes.NewReader(nil))}); err != nil {
+	// The upgrader reads nothing: the request is read; it writes through
+	// the hijacker's writer into cc.
+	hj := &hijacker{conn: cc, br: noReader, bw: bufio.NewWriterSize(cc, 256)}
+	if _, _, _, err := u.Upgrade(c.req, hj); err != nil {
 		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Error(err))
 		p.dropSession(s)
 		closeBoth()
