@@ -213,6 +213,9 @@ type laneConn struct {
 	uhead    []byte
 	requests []byte // the upgrade request, until written
 	done     bool
+	// A socket whose last read was short, with no hang-up reported, has
+	// nothing more to read until its next event (see laneDir.relay).
+	cdrained, udrained bool
 }
 
 func (c *laneConn) Stopped() { c.fail() }
@@ -229,6 +232,7 @@ func (c *laneConn) Ready(events uint32) {
 		return
 	}
 	buf := c.ll.buf
+	trust := events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0
 	for {
 		n, errno := evloop.Read(c.fd, buf)
 		if errno == syscall.EAGAIN {
@@ -242,7 +246,8 @@ func (c *laneConn) Ready(events uint32) {
 			return
 		}
 		c.head = append(c.head, buf[:n]...)
-		if bytes.Contains(c.head, []byte("\r\n\r\n")) || len(c.head) > maxHeadSize {
+		c.cdrained = trust && n < len(buf)
+		if bytes.Contains(c.head, []byte("\r\n\r\n")) || len(c.head) > maxHeadSize || c.cdrained {
 			break
 		}
 	}
@@ -280,7 +285,7 @@ func (c *laneConn) Ready(events uint32) {
 // the goroutines' handshake (handle), which serves whatever it is.
 func (c *laneConn) toGoroutines() {
 	p := c.ll.ls.p
-	c.finishHandshake()
+	c.finishHandshake(false)
 	conn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
 	if err != nil {
 		return // NewConn closed it
@@ -296,12 +301,17 @@ func (c *laneConn) toGoroutines() {
 }
 
 // finishHandshake takes the connection out of the loop's handshakes and
-// its sockets out of the loop's set.
-func (c *laneConn) finishHandshake() {
+// its sockets out of the loop's set: for goroutines, or (closing) to be
+// closed, which takes them out of the set itself.
+func (c *laneConn) finishHandshake(closing bool) {
 	c.endHandshake()
-	c.ll.l.Remove(c.fd, c)
+	drop := c.ll.l.Remove
+	if closing {
+		drop = c.ll.l.Forget
+	}
+	drop(c.fd, c)
 	if c.dialer != nil {
-		c.ll.l.Remove(c.ufd, c.dialer)
+		drop(c.ufd, c.dialer)
 	}
 }
 
@@ -318,7 +328,7 @@ func (c *laneConn) fail() {
 	if c.done {
 		return
 	}
-	c.finishHandshake()
+	c.finishHandshake(true)
 	evloop.Close(c.fd)
 	if c.dialer != nil {
 		evloop.Close(c.ufd)
@@ -391,7 +401,13 @@ func (d *laneDialer) Ready(events uint32) {
 		if events&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 			return
 		}
-		if errno := evloop.SockError(c.ufd); errno != 0 || events&syscall.EPOLLHUP != 0 {
+		// Writable without an error or a hang-up: connected. Otherwise
+		// SO_ERROR says why not.
+		var errno syscall.Errno
+		if events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
+			errno = evloop.SockError(c.ufd)
+		}
+		if errno != 0 || events&syscall.EPOLLHUP != 0 {
 			if errno == 0 {
 				errno = syscall.ECONNREFUSED
 			}
@@ -414,6 +430,7 @@ func (d *laneDialer) Ready(events uint32) {
 		c.requests = c.requests[n:]
 	}
 	buf := c.ll.buf
+	trust := events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0
 	for {
 		n, errno := evloop.Read(c.ufd, buf)
 		if errno == syscall.EAGAIN {
@@ -431,6 +448,7 @@ func (d *laneDialer) Ready(events uint32) {
 			return
 		}
 		c.uhead = append(c.uhead, buf[:n]...)
+		c.udrained = trust && n < len(buf)
 		if n := answerHeadLen(c.uhead); n >= 0 {
 			c.answered(n)
 			return
@@ -438,6 +456,9 @@ func (d *laneDialer) Ready(events uint32) {
 		if len(c.uhead) > maxHeadSize {
 			c.refuse(http.StatusBadGateway, RefusedUnreachable, errors.New("answer head too large"), "upstream unreachable: answer head too large")
 			return
+		}
+		if c.udrained {
+			return // the rest comes with the next event
 		}
 	}
 }
@@ -469,7 +490,7 @@ func (c *laneConn) answered(n int) {
 // statusAnswer passes a non-101 answer on: goroutines read its body.
 func (c *laneConn) statusAnswer() {
 	p := c.ll.ls.p
-	c.finishHandshake()
+	c.finishHandshake(false)
 	cconn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
 	if err != nil {
 		evloop.Close(c.ufd)

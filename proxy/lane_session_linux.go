@@ -111,13 +111,13 @@ func (h *laneSide) Ready(events uint32) {
 		// The direction writing to this side may go on.
 		d := &ls.dirs[1-h.i]
 		if d.out != nil && d.flush() && d.more {
-			d.relay()
+			d.relay(false) // stopped before it had read all there was
 		}
 	}
 	if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && !ls.closed {
 		d := &ls.dirs[h.i]
 		d.more = true
-		d.relay()
+		d.relay(events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0)
 	}
 	ls.check()
 }
@@ -132,8 +132,8 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
 	s.lane.Store(ls)
 	closeBoth := func() {
-		ll.l.Remove(c.fd, c)
-		ll.l.Remove(c.ufd, c.dialer)
+		ll.l.Forget(c.fd, c)
+		ll.l.Forget(c.ufd, c.dialer)
 		evloop.Close(c.fd)
 		evloop.Close(c.ufd)
 	}
@@ -166,8 +166,11 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		d := &ls.dirs[i]
 		d.ls, d.c, d.src, d.dst = ls, s.copiers[i], i, 1-i
 		ls.sides[i] = &laneSide{ls: ls, i: i}
-		d.more = true
 	}
+	// A socket the handshake drained has nothing to read until its next
+	// event; bytes read past a head are relayed first, with a read after.
+	ls.dirs[0].more = !c.cdrained || len(c.head) > 0
+	ls.dirs[1].more = !c.udrained || len(upending) > 0
 	ll.l.Rebind(c.fd, ls.sides[0])
 	ll.l.Rebind(c.ufd, ls.sides[1])
 	ll.sess[ls] = struct{}{}
@@ -197,7 +200,7 @@ func (ls *laneSession) run() {
 	}
 	for i := range ls.dirs {
 		if !ls.closed {
-			ls.dirs[i].relay()
+			ls.dirs[i].relay(false)
 		}
 	}
 	ls.check()
@@ -205,7 +208,14 @@ func (ls *laneSession) run() {
 
 // relay reads src until it has nothing more or the loop must stop, and
 // writes what it read to dst, in one write per read.
-func (d *laneDir) relay() {
+//
+// A read that did not fill the buffer is trusted to have drained the
+// socket when trustShort says the event that woke the loop reported
+// no hang-up (EPOLLRDHUP, EPOLLHUP, EPOLLERR), as nginx trusts it:
+// bytes, a FIN or an RST that come after it raise a new edge-triggered
+// event, and one that came with the bytes read was in that event. That
+// spares a read returning EAGAIN per event.
+func (d *laneDir) relay(trustShort bool) {
 	ls := d.ls
 	buf := ls.ll.buf
 	for d.more && d.out == nil && !d.ended && !d.stuck && !ls.leaving && !ls.closed {
@@ -241,6 +251,10 @@ func (d *laneDir) relay() {
 			d.closeRelayed()
 		}
 		if errno == syscall.EAGAIN {
+			return
+		}
+		if trustShort && n < len(buf)-k {
+			d.more = false
 			return
 		}
 	}
@@ -369,7 +383,7 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 		ls.arm(closeGrace)
 	case syscall.ECONNRESET:
 		s.setEnd(src.side.String(), "tcp reset", 0, "")
-		ls.ll.l.Remove(ls.fds[d.dst], ls.sides[d.dst])
+		ls.ll.l.Forget(ls.fds[d.dst], ls.sides[d.dst])
 		evloop.Reset(ls.fds[d.dst])
 		ls.fds[d.dst] = -1
 		ls.abort()
@@ -440,7 +454,7 @@ func (ls *laneSession) abort() {
 	}
 	for i, fd := range ls.fds {
 		if fd >= 0 {
-			ls.ll.l.Remove(fd, ls.sides[i])
+			ls.ll.l.Forget(fd, ls.sides[i])
 			evloop.Close(fd)
 		}
 	}

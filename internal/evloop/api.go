@@ -46,6 +46,11 @@ func (l *Loop) Remove(fd int, h Handler) {
 	l.forget(fd, h)
 }
 
+// Forget drops h as fd's handler, before fd is closed: closing the
+// socket takes it out of the epoll set, so no epoll_ctl is needed. On the
+// loop only.
+func (l *Loop) Forget(fd int, h Handler) { l.forget(fd, h) }
+
 // NewConn hands fd, a connected non-blocking TCP socket taken out of its
 // loop's set, to goroutines through the runtime's netpoller.
 func NewConn(fd int, laddr, raddr net.Addr) (*Conn, error) { return newConn(fd, laddr, raddr) }

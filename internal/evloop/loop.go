@@ -1,7 +1,7 @@
 //go:build linux
 
 // Package evloop runs sockets on event loops: one epoll set per loop,
-// waited on from a locked thread through raw syscalls, so that the runtime
+// waited on from a goroutine through raw syscalls, so that the runtime
 // neither accounts for a busy loop's syscalls nor hands its P to another
 // thread while it waits (see the README's "An event-loop prototype": that
 // hand-off, not the waiting itself, is what made a Go relay cost more CPU
@@ -29,7 +29,6 @@ package evloop
 
 import (
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -78,7 +77,9 @@ type Group struct {
 	once  sync.Once
 }
 
-// NewGroup starts n loops, each a goroutine "evloop" locked to its thread;
+// NewGroup starts n loops, each a goroutine "evloop" (not locked to its
+// thread: a locked goroutine preempted by sysmon, as a loop is every 10 ms
+// it keeps its P, hands its thread over through futex calls);
 // they end with Close.
 func NewGroup(n int) (*Group, error) {
 	if n < 1 {
@@ -187,8 +188,6 @@ func (l *Loop) forget(fd int, h Handler) {
 
 // run is the body of a loop's goroutine.
 func (l *Loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	empty := 0
 	for {
