@@ -265,7 +265,12 @@ func (s *session) recordEnd(end endInfo) {
 
 // logEnd writes the session's last line.
 func (s *session) logEnd(end endInfo) {
-	fields := append(make([]zap.Field, 0, 12),
+	ce := s.p.log.Check(zap.InfoLevel, "session ended")
+	if ce == nil {
+		return
+	}
+	p := fieldPool.Get().(*[]zap.Field)
+	fields := append((*p)[:0],
 		zap.String("subprotocol", s.proto),
 		zap.Duration("duration", time.Since(s.start)),
 		zap.Uint64("client_frames", s.client.frames.Load()),
@@ -280,7 +285,8 @@ func (s *session) logEnd(end endInfo) {
 	if end.code != 0 {
 		fields = append(fields, zap.Int("close_code", int(end.code)), zap.String("close_reason", end.reason))
 	}
-	s.log(zap.InfoLevel, "session ended", fields...)
+	s.write(ce, fields)
+	putFields(p, fields)
 }
 
 // stopTimers stops every timer of the session and its rules, and returns
@@ -304,16 +310,35 @@ func (s *session) stopTimers() endInfo {
 // log writes a line at lvl, if lvl is enabled, with the session's fields
 // (session, client, path) ahead of its own. The fields go into the line as
 // it is written rather than into a logger of the session's: an idle
-// session holds no encoder, and a line costs one allocation for its
-// fields rather than a copy of the logger and its encoder.
+// session holds no encoder, and a line's fields are gathered in a pooled
+// slice rather than in a copy of the logger and its encoder.
 func (s *session) log(lvl zapcore.Level, msg string, fields ...zap.Field) {
 	ce := s.p.log.Check(lvl, msg)
 	if ce == nil {
 		return
 	}
-	all := make([]zap.Field, 0, 3+len(fields))
-	all = append(all, zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
-	ce.Write(append(all, fields...)...)
+	s.write(ce, fields)
+}
+
+// write writes ce with the session's fields ahead of fields, gathered in
+// a pooled slice: zap's cores encode the fields before Write returns.
+func (s *session) write(ce *zapcore.CheckedEntry, fields []zap.Field) {
+	p := fieldPool.Get().(*[]zap.Field)
+	all := append((*p)[:0], zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
+	all = append(all, fields...)
+	ce.Write(all...)
+	putFields(p, all)
+}
+
+// fieldPool holds the slices a line's fields are gathered in.
+var fieldPool = sync.Pool{New: func() any { f := make([]zap.Field, 0, 16); return &f }}
+
+// putFields gives a slice taken from fieldPool back, emptied of what its
+// fields point to.
+func putFields(p *[]zap.Field, used []zap.Field) {
+	clear(used)
+	*p = used[:0]
+	fieldPool.Put(p)
 }
 
 // setEnd records who ended the session, if nobody has yet.
