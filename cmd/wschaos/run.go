@@ -59,6 +59,7 @@ Flags of run:
   --log-level LEVEL   override [log] level: debug, info, warn, error
   --log-format FMT    override [log] format: console, json
   --admin-listen ADDR override [admin] listen, e.g. 127.0.0.1:0; "off" turns the admin API off
+  --loops N           override [proxy] loops: event loops for plain sessions (Linux), 0 for none
 
 Flags of the admin API commands, before or after their arguments:
   --admin URL         the admin API; default $WSCHAOS_ADMIN, else http://127.0.0.1:8081
@@ -120,6 +121,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	level := fs.String("log-level", "", "")
 	format := fs.String("log-format", "", "")
 	adminListen := fs.String("admin-listen", "", "")
+	loops := fs.Int("loops", 0, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -150,6 +152,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			*o.dst = *o.v
 		}
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "loops" {
+			cfg.Proxy.Loops = *loops
+		}
+	})
 	if cfg.Admin.Listen == "off" {
 		cfg.Admin.Listen = ""
 	}
@@ -225,6 +232,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		zap.String("url", scheme+"://"+ln.Addr().String()),
 		zap.String("upstream", cfg.Proxy.Upstream),
 		zap.Uint64("seed", seed),
+		zap.Int("loops", cfg.Proxy.Loops),
 		zap.String("seed_from", seedFrom),
 		zap.Int("rules", len(cfg.Rules)),
 		zap.String("version", version))

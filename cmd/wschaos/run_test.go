@@ -181,7 +181,23 @@ func wantClose(t *testing.T, conn *websocket.Conn, code int) {
 }
 
 func TestRunEcho(t *testing.T) {
-	r, line := startRun(t, "run", "--listen", "127.0.0.1:0", "--log-format", "json")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		loops float64
+	}{
+		{"on goroutines", nil, 0},
+		{"on a loop", []string{"--loops", "1"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRunEcho(t, tc.args, tc.loops) })
+	}
+}
+
+func testRunEcho(t *testing.T, extra []string, loops float64) {
+	r, line := startRun(t, append([]string{"run", "--listen", "127.0.0.1:0", "--log-format", "json"}, extra...)...)
+	if got := line["loops"]; got != loops {
+		t.Errorf("loops: got %v; want %v", got, loops)
+	}
 	if got := line["upstream"]; got != "echo" {
 		t.Errorf("upstream: got %v; want %v", got, "echo")
 	}
