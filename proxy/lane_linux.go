@@ -151,7 +151,14 @@ func (ls *lanes) stopAccepting() {
 		ll.stopd = true
 		ll.l.Remove(ls.lfd, ll.acc)
 		for c := range ll.hs {
-			c.fail()
+			if c.req == nil {
+				c.fail()
+				continue
+			}
+			// An attempt with an ordinal is refused, as the goroutines'
+			// dial that Shutdown ends; its client, closed, gets no answer.
+			c.refuse(http.StatusBadGateway, RefusedUnreachable,
+				fmt.Errorf("dial %s: %w", joinURL(ls.p.Upstream, c.req.URL).Redacted(), ErrServerClosed), "")
 		}
 	})
 }
@@ -330,14 +337,17 @@ func (c *laneConn) timedOut() {
 	c.refuse(http.StatusBadGateway, RefusedTimeout, errors.New("upstream handshake timed out"), "upstream unreachable: timeout")
 }
 
-// refuse answers the client with status (none if 0) and msg, closes both
-// connections and records the refusal, as serveWebSocket does.
+// refuse answers the client with status and msg (no answer if msg is
+// empty), closes both connections and records the refusal, as
+// serveWebSocket does; status 0 is a client gone.
 func (c *laneConn) refuse(status int, step string, why error, msg string) {
 	p := c.ll.ls.p
-	if status != 0 {
+	if msg != "" {
 		var b bytes.Buffer
 		writeStatus(&b, status, msg)
 		evloop.Write(c.fd, b.Bytes())
+	}
+	if status != 0 {
 		p.log.Warn("upstream refused the session", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
 			zap.String("path", c.req.URL.Path), zap.Int("status", status), zap.Error(why))
 	}

@@ -1,0 +1,94 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/wschaos/wschaos/proxy"
+)
+
+// bothPaths are the two ways a proxy serves a plain session's handshake:
+// the loop's must do what the goroutines' does.
+var bothPaths = []struct {
+	name string
+	opt  func(*proxy.Proxy)
+}{
+	{"goroutines", onGoroutines},
+	{"loops", onLoops},
+}
+
+// scriptedUpstream is an upstream whose answer to each upgrade request the
+// test writes itself: answer runs on the accepted connection, the request
+// read, and may block until the test ends. It returns the upstream's URL
+// and a channel that gets each request once it has been read.
+func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request)) (*url.URL, <-chan *http.Request) {
+	t.Helper()
+	ln := listenLocal(t)
+	done := make(chan struct{})
+	reqs := make(chan *http.Request, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				go func() { <-done; c.Close() }()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				reqs <- req
+				answer(c, req)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+	})
+	return &url.URL{Scheme: "ws", Host: ln.Addr().String()}, reqs
+}
+
+// answer101 writes a valid 101 for req, with extra header lines (each
+// ending in CRLF) before the empty line.
+func answer101(c net.Conn, req *http.Request, extra string) {
+	c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" + extra + "\r\n"))
+}
+
+// An upgrade attempt that Shutdown cuts while its upstream has not
+// answered yet is refused, with an event, on loops as on goroutines:
+// every attempt, which takes a session ordinal, ends in one.
+func TestLaneShutdownDuringUpstreamHandshake(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			up, reqs := scriptedUpstream(t, func(net.Conn, *http.Request) { time.Sleep(testTimeout) })
+			ev := newEventLog(t)
+			addr, p := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+				p.Events = ev
+				p.HandshakeTimeout = 30 * time.Second
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-reqs:
+			case <-time.After(testTimeout):
+				t.Fatal("upstream: got no request; want one")
+			}
+			p.Close()
+			e := ev.waitOne(t, proxy.EventRefused, 0)
+			if e.Session != 1 || e.Refusal != proxy.RefusedUnreachable || e.Status != http.StatusBadGateway {
+				t.Errorf("refused event: got session %d, %q, status %d; want session 1, %q, status %d",
+					e.Session, e.Refusal, e.Status, proxy.RefusedUnreachable, http.StatusBadGateway)
+			}
+		})
+	}
+}
