@@ -92,3 +92,40 @@ func TestLaneShutdownDuringUpstreamHandshake(t *testing.T) {
 		})
 	}
 }
+
+// An upstream's answer other than 101 is passed on with its status, which
+// is the status gobwas/ws reads from its status line even where net/http
+// would not read the answer, on loops as on goroutines.
+func TestLaneUpstreamStatusPassedOn(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer string
+		status int
+	}{
+		{"well formed", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy", 503},
+		{"header line without colon", "HTTP/1.1 503 Service Unavailable\r\nGarbage\r\nContent-Length: 0\r\n\r\n", 503},
+		{"two-digit status", "HTTP/1.1 99 Odd\r\nContent-Length: 0\r\n\r\n", 99},
+	}
+	for _, tc := range tests {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request) {
+					c.Write([]byte(tc.answer))
+				})
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) { p.Events = ev })
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want nil", err)
+				}
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if resp.StatusCode != tc.status || e.Status != tc.status || e.Refusal != proxy.RefusedUpstream {
+					t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
+						resp.StatusCode, e.Status, e.Refusal, tc.status, tc.status, proxy.RefusedUpstream)
+				}
+			})
+		}
+	}
+}

@@ -455,7 +455,7 @@ func (c *laneConn) answered(n int) {
 	hs, answer, err := checkUpgradeAnswer(c.uhead[:n], c.nonce[:], c.protos, c.exts)
 	var st *answerStatus
 	if errors.As(err, &st) {
-		c.statusAnswer()
+		c.statusAnswer(st.status)
 		return
 	}
 	if err != nil {
@@ -473,8 +473,9 @@ func (c *laneConn) answered(n int) {
 	s.run()
 }
 
-// statusAnswer passes a non-101 answer on: goroutines read its body.
-func (c *laneConn) statusAnswer() {
+// statusAnswer passes on a non-101 answer, whose status line says status:
+// goroutines read the rest of it.
+func (c *laneConn) statusAnswer(status int) {
 	p := c.ll.ls.p
 	c.finishHandshake()
 	cconn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
@@ -490,12 +491,9 @@ func (c *laneConn) statusAnswer() {
 	req, id, head, addr := c.req, c.id, c.uhead, c.addr
 	c.ll.ls.q.Go(func() {
 		uconn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
-		r := bufio.NewReader(io.MultiReader(bytes.NewReader(head), uconn))
-		status := 0
-		if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil); err == nil {
-			status = resp.StatusCode
-		}
-		se := readStatusError(status, r)
+		// The status is the one gobwas/ws reads, as the goroutines' dial
+		// passes it to readStatusError: net/http may not read the answer.
+		se := readStatusError(status, io.MultiReader(bytes.NewReader(head), uconn))
 		uconn.Close()
 		cconn.SetWriteDeadline(time.Now().Add(closeGrace))
 		se.writeTo(cconn)
