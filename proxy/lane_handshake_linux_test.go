@@ -129,3 +129,46 @@ func TestLaneUpstreamStatusPassedOn(t *testing.T) {
 		}
 	}
 }
+
+// An upstream's answer is judged line by line as gobwas/ws reads it, on
+// loops as on goroutines: a status other than 101 is passed on, and a 101
+// header that is wrong refuses the session, without waiting for the rest
+// of a head that does not come.
+func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
+	tests := []struct {
+		name    string
+		answer  string
+		status  int
+		refusal string
+	}{
+		{"status line of a 503", "HTTP/1.1 503 Service Unavailable\r\n", 503, proxy.RefusedUpstream},
+		{"101 with a wrong Upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: nope\r\n", 502, proxy.RefusedUnreachable},
+		{"HTTP/1.0 status line", "HTTP/1.0 101 Switching Protocols\r\n", 502, proxy.RefusedUnreachable},
+	}
+	for _, tc := range tests {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request) {
+					c.Write([]byte(tc.answer))
+					time.Sleep(testTimeout) // the rest never comes
+				})
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+					p.Events = ev
+					p.HandshakeTimeout = time.Second
+				})
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want nil", err)
+				}
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if resp.StatusCode != tc.status || e.Status != tc.status || e.Refusal != tc.refusal {
+					t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
+						resp.StatusCode, e.Status, e.Refusal, tc.status, tc.status, tc.refusal)
+				}
+			})
+		}
+	}
+}

@@ -442,6 +442,12 @@ func (d *laneDialer) Ready(events uint32) {
 			c.answered(n)
 			return
 		}
+		// gobwas/ws judges the answer line by line: a status other than
+		// 101, or a line it refuses, decides before the head's end.
+		if _, _, err := checkUpgradeAnswer(c.uhead, c.nonce[:], c.protos, c.exts); err != errAnswerIncomplete {
+			c.answered(len(c.uhead))
+			return
+		}
 		if len(c.uhead) > maxHeadSize {
 			c.refuse(http.StatusBadGateway, RefusedUnreachable, errors.New("answer head too large"), "upstream unreachable: answer head too large")
 			return
@@ -449,7 +455,8 @@ func (d *laneDialer) Ready(events uint32) {
 	}
 }
 
-// answered checks the upstream's answer, whose head is c.uhead[:n].
+// answered checks the upstream's answer, whose head is c.uhead[:n], or
+// as much of it as decides that it is refused.
 func (c *laneConn) answered(n int) {
 	p := c.ll.ls.p
 	hs, answer, err := checkUpgradeAnswer(c.uhead[:n], c.nonce[:], c.protos, c.exts)
