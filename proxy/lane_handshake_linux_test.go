@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,5 +171,30 @@ func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A 101 whose head is larger than a client's may be (16 KiB) opens the
+// session with its headers passed on, on loops as on goroutines, however
+// it arrives: gobwas/ws reads an answer's head whatever its size.
+func TestLaneLargeUpstreamAnswer(t *testing.T) {
+	big := strings.Repeat("b", 20<<10)
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			up, _ := scriptedUpstream(t, func(c net.Conn, req *http.Request) {
+				head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+					acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\nX-Big: " + big + "\r\n\r\n"
+				cut := len(head) - 100 // past 16 KiB, before the head's end
+				c.Write([]byte(head[:cut]))
+				time.Sleep(200 * time.Millisecond)
+				c.Write([]byte(head[cut:]))
+				time.Sleep(testTimeout)
+			})
+			addr, _ := startProxy(t, up, path.opt)
+			_, resp := dialRaw(t, addr, nil, nil)
+			if got := resp.Header.Get("X-Big"); got != big {
+				t.Errorf("X-Big of the client's 101: got %d bytes; want %d", len(got), len(big))
+			}
+		})
 	}
 }

@@ -443,13 +443,11 @@ func (d *laneDialer) Ready(events uint32) {
 			return
 		}
 		// gobwas/ws judges the answer line by line: a status other than
-		// 101, or a line it refuses, decides before the head's end.
+		// 101, or a line it refuses, decides before the head's end. Its
+		// head has no size limit but the handshake timeout, as the
+		// Dialer's.
 		if _, _, err := checkUpgradeAnswer(c.uhead, c.nonce[:], c.protos, c.exts); err != errAnswerIncomplete {
 			c.answered(len(c.uhead))
-			return
-		}
-		if len(c.uhead) > maxHeadSize {
-			c.refuse(http.StatusBadGateway, RefusedUnreachable, errors.New("answer head too large"), "upstream unreachable: answer head too large")
 			return
 		}
 	}
