@@ -4,6 +4,8 @@ package proxy_test
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,9 +28,10 @@ var bothPaths = []struct {
 
 // scriptedUpstream is an upstream whose answer to each upgrade request the
 // test writes itself: answer runs on the accepted connection, the request
-// read, and may block until the test ends. It returns the upstream's URL
-// and a channel that gets each request once it has been read.
-func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request)) (*url.URL, <-chan *http.Request) {
+// read, and may wait on done, closed when the test ends. It returns the
+// upstream's URL and a channel that gets each request once it has been
+// read.
+func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request, done <-chan struct{})) (*url.URL, <-chan *http.Request) {
 	t.Helper()
 	ln := listenLocal(t)
 	done := make(chan struct{})
@@ -47,7 +50,7 @@ func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request)) 
 					return
 				}
 				reqs <- req
-				answer(c, req)
+				answer(c, req, done)
 			}()
 		}
 	}()
@@ -71,7 +74,7 @@ func answer101(c net.Conn, req *http.Request, extra string) {
 func TestLaneShutdownDuringUpstreamHandshake(t *testing.T) {
 	for _, path := range bothPaths {
 		t.Run(path.name, func(t *testing.T) {
-			up, reqs := scriptedUpstream(t, func(net.Conn, *http.Request) { time.Sleep(testTimeout) })
+			up, reqs := scriptedUpstream(t, func(_ net.Conn, _ *http.Request, done <-chan struct{}) { <-done })
 			ev := newEventLog(t)
 			addr, p := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
 				p.Events = ev
@@ -110,7 +113,7 @@ func TestLaneUpstreamStatusPassedOn(t *testing.T) {
 	for _, tc := range tests {
 		for _, path := range bothPaths {
 			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
-				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, _ <-chan struct{}) {
 					c.Write([]byte(tc.answer))
 				})
 				ev := newEventLog(t)
@@ -149,9 +152,9 @@ func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
 	for _, tc := range tests {
 		for _, path := range bothPaths {
 			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
-				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
 					c.Write([]byte(tc.answer))
-					time.Sleep(testTimeout) // the rest never comes
+					<-done // the rest never comes
 				})
 				ev := newEventLog(t)
 				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
@@ -181,14 +184,14 @@ func TestLaneLargeUpstreamAnswer(t *testing.T) {
 	big := strings.Repeat("b", 20<<10)
 	for _, path := range bothPaths {
 		t.Run(path.name, func(t *testing.T) {
-			up, _ := scriptedUpstream(t, func(c net.Conn, req *http.Request) {
+			up, _ := scriptedUpstream(t, func(c net.Conn, req *http.Request, done <-chan struct{}) {
 				head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
 					acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\nX-Big: " + big + "\r\n\r\n"
 				cut := len(head) - 100 // past 16 KiB, before the head's end
 				c.Write([]byte(head[:cut]))
 				time.Sleep(200 * time.Millisecond)
 				c.Write([]byte(head[cut:]))
-				time.Sleep(testTimeout)
+				<-done
 			})
 			addr, _ := startProxy(t, up, path.opt)
 			_, resp := dialRaw(t, addr, nil, nil)
@@ -197,4 +200,42 @@ func TestLaneLargeUpstreamAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Shutdown closes a client whose upstream's non-101 answer is still being
+// read, on loops as on goroutines, instead of leaving it to the handshake
+// timeout after Shutdown has returned.
+func TestLaneShutdownDuringStatusAnswer(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			answered := make(chan struct{})
+			up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+				c.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\npartial"))
+				close(answered)
+				<-done // the rest of the body never comes
+			})
+			ev := newEventLog(t)
+			addr, p := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+				p.Events = ev
+				p.HandshakeTimeout = 30 * time.Second
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			<-answered
+			time.Sleep(300 * time.Millisecond) // for the proxy to read the answer's start
+			p.Close()
+			conn.SetReadDeadline(time.Now().Add(testTimeout))
+			if _, err := io.Copy(io.Discard, conn); isTimeout(err) {
+				t.Errorf("client's connection after Close: got still open after %v; want closed", testTimeout)
+			}
+			if e := ev.waitOne(t, proxy.EventRefused, 0); e.Status != 503 || e.Refusal != proxy.RefusedUpstream {
+				t.Errorf("refused event: got status %d, %q; want 503, %q", e.Status, e.Refusal, proxy.RefusedUpstream)
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -495,6 +495,12 @@ func (c *laneConn) statusAnswer(status int) {
 	}
 	req, id, head, addr := c.req, c.id, c.uhead, c.addr
 	c.ll.ls.q.Go(func() {
+		tracked := p.trackAnswer(cconn, uconn)
+		if !tracked {
+			// Shutdown has begun: it would have closed both.
+			cconn.Close()
+			uconn.Close()
+		}
 		uconn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
 		// The status is the one gobwas/ws reads, as the goroutines' dial
 		// passes it to readStatusError: net/http may not read the answer.
@@ -507,7 +513,26 @@ func (c *laneConn) statusAnswer(status int) {
 			zap.String("path", req.URL.Path), zap.Int("status", se.status), zap.Error(se))
 		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: addr.String(),
 			Path: req.URL.Path, Query: req.URL.RawQuery, Status: se.status, Refusal: RefusedUpstream, Why: se.Error()})
+		if tracked {
+			p.untrackDial(uconn)
+			p.untrack(cconn)
+		}
 	})
+}
+
+// trackAnswer records the connections of an attempt whose non-101 answer
+// goroutines pass on, as a goroutines' handshake has its client in
+// p.conns and its upstream in p.dials: Shutdown closes both and waits for
+// them. It reports false once Shutdown has begun.
+func (p *Proxy) trackAnswer(client, upstream net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.conns[client] = struct{}{}
+	p.dials[upstream] = struct{}{}
+	return true
 }
 
 // captureConn records what is written to it: the client's 101, which
