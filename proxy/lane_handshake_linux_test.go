@@ -239,3 +239,38 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// Rules loaded while an upgrade attempt waits for its upstream apply to
+// its session, on loops as on goroutines: the session is attached to them
+// before its client has the 101, and a connect rule fires.
+func TestLaneRulesLoadedDuringHandshake(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			loaded := make(chan struct{})
+			up, reqs := scriptedUpstream(t, func(c net.Conn, req *http.Request, done <-chan struct{}) {
+				<-loaded
+				answer101(c, req, "")
+				<-done
+			})
+			addr, p, ev := startRules(t, up, nil, path.opt)
+			conn, br := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-reqs:
+			case <-time.After(testTimeout):
+				t.Fatal("upstream: got no request; want one")
+			}
+			p.SetRules(compileRules(t, false, closeOnConnect("at-connect")))
+			close(loaded)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("client's answer: got %v, %v; want 101", resp, err)
+			}
+			client := &rawConn{Conn: conn, br: br, client: true}
+			client.expectClose(t, 4000, "")
+			if faults := ev.of(proxy.EventFault, 0); len(faults) != 1 || faults[0].Session != 1 {
+				t.Errorf("fault events: got %+v; want one, for session 1", faults)
+			}
+		})
+	}
+}

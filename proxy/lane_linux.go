@@ -535,6 +535,59 @@ func (p *Proxy) trackAnswer(client, upstream net.Conn) bool {
 	return true
 }
 
+// openOnGoroutines opens on goroutines a session whose handshakes a loop
+// completed, as serveWebSocket does from addSession on: rules were loaded
+// during the handshake, and a session is attached to the rules before its
+// client has its 101 (answer), which the copiers relay from the start.
+// ls, which never ran, is let go; a goroutine that waits for it to leave
+// its lane finds it gone and waits for the 101 on the client's lock.
+func (c *laneConn) openOnGoroutines(s *session, ls *laneSession, answer, upending []byte) {
+	ll, p := c.ll, c.ll.ls.p
+	ll.l.Remove(c.fd, c)
+	ll.l.Remove(c.ufd, c.dialer)
+	ls.closed = true
+	ulocal := evloop.LocalAddr(c.ufd)
+	cconn, cerr := evloop.NewConn(c.fd, ll.ls.laddr, c.addr)
+	uconn, uerr := evloop.NewConn(c.ufd, ulocal, net.TCPAddrFromAddrPort(ll.ls.up))
+	refused := func(err error) {
+		s.lane.Store(nil)
+		p.dropSession(s)
+		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
+			Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Refusal: RefusedClient, Why: "answer client: " + err.Error()})
+	}
+	if cerr != nil || uerr != nil {
+		if cerr == nil {
+			cconn.Close()
+		}
+		if uerr == nil {
+			uconn.Close()
+		}
+		refused(errors.Join(cerr, uerr))
+		return
+	}
+	client, upstream := s.client, s.upstream
+	client.conn, client.br = cconn, newFrameReader(cconn, c.head)
+	upstream.conn, upstream.br = uconn, newFrameReader(uconn, upending)
+	client.wmu.Lock() // a close frame queued meanwhile follows the 101
+	s.lane.Store(nil)
+	ll.ls.q.Go(func() {
+		s.attach()
+		cconn.SetWriteDeadline(time.Now().Add(closeGrace))
+		if _, err := cconn.Write(answer); err != nil {
+			client.wmu.Unlock()
+			p.log.Info("client handshake failed", zap.Uint64("session", s.id), zap.Error(err))
+			s.stopTimers()
+			cconn.Close()
+			uconn.Close()
+			refused(err)
+			return
+		}
+		cconn.SetWriteDeadline(time.Time{})
+		client.unlock()
+		s.open()
+	})
+}
+
 // captureConn records what is written to it: the client's 101, which
 // gobwas/ws's HTTPUpgrader writes, before the loop sends it.
 type captureConn struct {
