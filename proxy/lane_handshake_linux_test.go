@@ -274,3 +274,42 @@ func TestLaneRulesLoadedDuringHandshake(t *testing.T) {
 		})
 	}
 }
+
+// A client that resets its connection while its upstream is dialed is
+// refused with a log line saying so, on loops as on goroutines.
+func TestLaneClientResetDuringHandshake(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			reset := make(chan struct{})
+			up, reqs := scriptedUpstream(t, func(c net.Conn, req *http.Request, done <-chan struct{}) {
+				<-reset
+				answer101(c, req, "")
+				<-done
+			})
+			ev := newEventLog(t)
+			log, logs := observedLogger(t)
+			addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+				p.Events = ev
+				p.Logger = log
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-reqs:
+			case <-time.After(testTimeout):
+				t.Fatal("upstream: got no request; want one")
+			}
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+			time.Sleep(300 * time.Millisecond) // for the reset to arrive
+			close(reset)
+			if e := ev.waitOne(t, proxy.EventRefused, 0); e.Refusal != proxy.RefusedClient || e.Status != 0 {
+				t.Errorf("refused event: got %q, status %d; want %q, status 0", e.Refusal, e.Status, proxy.RefusedClient)
+			}
+			entries := waitLogs(t, logs, "client handshake failed", 1)
+			if got := entries[0].ContextMap()["session"]; got != uint64(1) {
+				t.Errorf("session of the log line: got %v; want 1", got)
+			}
+		})
+	}
+}

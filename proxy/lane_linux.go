@@ -350,6 +350,9 @@ func (c *laneConn) refuse(status int, step string, why error, msg string) {
 	if status != 0 {
 		p.log.Warn("upstream refused the session", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
 			zap.String("path", c.req.URL.Path), zap.Int("status", status), zap.Error(why))
+	} else {
+		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
+			zap.String("path", c.req.URL.Path), zap.Error(why))
 	}
 	c.fail()
 	p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
