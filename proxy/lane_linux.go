@@ -151,7 +151,14 @@ func (ls *lanes) stopAccepting() {
 		ll.stopd = true
 		ll.l.Remove(ls.lfd, ll.acc)
 		for c := range ll.hs {
-			c.fail()
+			if c.req == nil {
+				c.fail()
+				continue
+			}
+			// An attempt with an ordinal is refused, as the goroutines'
+			// dial that Shutdown ends; its client, closed, gets no answer.
+			c.refuse(http.StatusBadGateway, RefusedUnreachable,
+				fmt.Errorf("dial %s: %w", joinURL(ls.p.Upstream, c.req.URL).Redacted(), ErrServerClosed), "")
 		}
 	})
 }
@@ -343,16 +350,22 @@ func (c *laneConn) timedOut() {
 	c.refuse(http.StatusBadGateway, RefusedTimeout, errors.New("upstream handshake timed out"), "upstream unreachable: timeout")
 }
 
-// refuse answers the client with status (none if 0) and msg, closes both
-// connections and records the refusal, as serveWebSocket does.
+// refuse answers the client with status and msg (no answer if msg is
+// empty), closes both connections and records the refusal, as
+// serveWebSocket does; status 0 is a client gone.
 func (c *laneConn) refuse(status int, step string, why error, msg string) {
 	p := c.ll.ls.p
-	if status != 0 {
+	if msg != "" {
 		var b bytes.Buffer
 		writeStatus(&b, status, msg)
 		evloop.Write(c.fd, b.Bytes())
+	}
+	if status != 0 {
 		p.log.Warn("upstream refused the session", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
 			zap.String("path", c.req.URL.Path), zap.Int("status", status), zap.Error(why))
+	} else {
+		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
+			zap.String("path", c.req.URL.Path), zap.Error(why))
 	}
 	c.fail()
 	p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
@@ -453,8 +466,12 @@ func (d *laneDialer) Ready(events uint32) {
 			c.answered(n)
 			return
 		}
-		if len(c.uhead) > maxHeadSize {
-			c.refuse(http.StatusBadGateway, RefusedUnreachable, errors.New("answer head too large"), "upstream unreachable: answer head too large")
+		// gobwas/ws judges the answer line by line: a status other than
+		// 101, or a line it refuses, decides before the head's end. Its
+		// head has no size limit but the handshake timeout, as the
+		// Dialer's.
+		if _, _, err := checkUpgradeAnswer(c.uhead, c.nonce[:], c.protos, c.exts); err != errAnswerIncomplete {
+			c.answered(len(c.uhead))
 			return
 		}
 		if c.udrained {
@@ -463,13 +480,14 @@ func (d *laneDialer) Ready(events uint32) {
 	}
 }
 
-// answered checks the upstream's answer, whose head is c.uhead[:n].
+// answered checks the upstream's answer, whose head is c.uhead[:n], or
+// as much of it as decides that it is refused.
 func (c *laneConn) answered(n int) {
 	p := c.ll.ls.p
 	hs, answer, err := checkUpgradeAnswer(c.uhead[:n], c.nonce[:], c.protos, c.exts)
 	var st *answerStatus
 	if errors.As(err, &st) {
-		c.statusAnswer()
+		c.statusAnswer(st.status)
 		return
 	}
 	if err != nil {
@@ -487,8 +505,9 @@ func (c *laneConn) answered(n int) {
 	s.run()
 }
 
-// statusAnswer passes a non-101 answer on: goroutines read its body.
-func (c *laneConn) statusAnswer() {
+// statusAnswer passes on a non-101 answer, whose status line says status:
+// goroutines read the rest of it.
+func (c *laneConn) statusAnswer(status int) {
 	p := c.ll.ls.p
 	c.finishHandshake(false)
 	cconn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
@@ -503,13 +522,16 @@ func (c *laneConn) statusAnswer() {
 	}
 	req, id, head, addr := c.req, c.id, c.uhead, c.addr
 	c.ll.ls.q.Go(func() {
-		uconn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
-		r := bufio.NewReader(io.MultiReader(bytes.NewReader(head), uconn))
-		status := 0
-		if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil); err == nil {
-			status = resp.StatusCode
+		tracked := p.trackAnswer(cconn, uconn)
+		if !tracked {
+			// Shutdown has begun: it would have closed both.
+			cconn.Close()
+			uconn.Close()
 		}
-		se := readStatusError(status, r)
+		uconn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
+		// The status is the one gobwas/ws reads, as the goroutines' dial
+		// passes it to readStatusError: net/http may not read the answer.
+		se := readStatusError(status, io.MultiReader(bytes.NewReader(head), uconn))
 		uconn.Close()
 		cconn.SetWriteDeadline(time.Now().Add(closeGrace))
 		se.writeTo(cconn)
@@ -518,6 +540,78 @@ func (c *laneConn) statusAnswer() {
 			zap.String("path", req.URL.Path), zap.Int("status", se.status), zap.Error(se))
 		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: addr.String(),
 			Path: req.URL.Path, Query: req.URL.RawQuery, Status: se.status, Refusal: RefusedUpstream, Why: se.Error()})
+		if tracked {
+			p.untrackDial(uconn)
+			p.untrack(cconn)
+		}
+	})
+}
+
+// trackAnswer records the connections of an attempt whose non-101 answer
+// goroutines pass on, as a goroutines' handshake has its client in
+// p.conns and its upstream in p.dials: Shutdown closes both and waits for
+// them. It reports false once Shutdown has begun.
+func (p *Proxy) trackAnswer(client, upstream net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.conns[client] = struct{}{}
+	p.dials[upstream] = struct{}{}
+	return true
+}
+
+// openOnGoroutines opens on goroutines a session whose handshakes a loop
+// completed, as serveWebSocket does from addSession on: rules were loaded
+// during the handshake, and a session is attached to the rules before its
+// client has its 101 (answer), which the copiers relay from the start.
+// ls, which never ran, is let go; a goroutine that waits for it to leave
+// its lane finds it gone and waits for the 101 on the client's lock.
+func (c *laneConn) openOnGoroutines(s *session, ls *laneSession, answer, upending []byte) {
+	ll, p := c.ll, c.ll.ls.p
+	ll.l.Remove(c.fd, c)
+	ll.l.Remove(c.ufd, c.dialer)
+	ls.closed = true
+	ulocal := evloop.LocalAddr(c.ufd)
+	cconn, cerr := evloop.NewConn(c.fd, ll.ls.laddr, c.addr)
+	uconn, uerr := evloop.NewConn(c.ufd, ulocal, net.TCPAddrFromAddrPort(ll.ls.up))
+	refused := func(err error) {
+		s.lane.Store(nil)
+		p.dropSession(s)
+		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
+			Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Refusal: RefusedClient, Why: "answer client: " + err.Error()})
+	}
+	if cerr != nil || uerr != nil {
+		if cerr == nil {
+			cconn.Close()
+		}
+		if uerr == nil {
+			uconn.Close()
+		}
+		refused(errors.Join(cerr, uerr))
+		return
+	}
+	client, upstream := s.client, s.upstream
+	client.conn, client.br = cconn, newFrameReader(cconn, c.head)
+	upstream.conn, upstream.br = uconn, newFrameReader(uconn, upending)
+	client.wmu.Lock() // a close frame queued meanwhile follows the 101
+	s.lane.Store(nil)
+	ll.ls.q.Go(func() {
+		s.attach()
+		cconn.SetWriteDeadline(time.Now().Add(closeGrace))
+		if _, err := cconn.Write(answer); err != nil {
+			client.wmu.Unlock()
+			p.log.Info("client handshake failed", zap.Uint64("session", s.id), zap.Error(err))
+			s.stopTimers()
+			cconn.Close()
+			uconn.Close()
+			refused(err)
+			return
+		}
+		cconn.SetWriteDeadline(time.Time{})
+		client.unlock()
+		s.open()
 	})
 }
 

@@ -162,6 +162,10 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		refused(0, RefusedClient, "answer client: "+err.Error())
 		return nil
 	}
+	if len(p.engine.gen.Load().rules) > 0 {
+		c.openOnGoroutines(s, ls, cc.b, upending)
+		return nil
+	}
 	for i := range ls.dirs {
 		d := &ls.dirs[i]
 		d.ls, d.c, d.src, d.dst = ls, s.copiers[i], i, 1-i

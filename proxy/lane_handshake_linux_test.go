@@ -1,0 +1,315 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wschaos/wschaos/proxy"
+)
+
+// bothPaths are the two ways a proxy serves a plain session's handshake:
+// the loop's must do what the goroutines' does.
+var bothPaths = []struct {
+	name string
+	opt  func(*proxy.Proxy)
+}{
+	{"goroutines", onGoroutines},
+	{"loops", onLoops},
+}
+
+// scriptedUpstream is an upstream whose answer to each upgrade request the
+// test writes itself: answer runs on the accepted connection, the request
+// read, and may wait on done, closed when the test ends. It returns the
+// upstream's URL and a channel that gets each request once it has been
+// read.
+func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request, done <-chan struct{})) (*url.URL, <-chan *http.Request) {
+	t.Helper()
+	ln := listenLocal(t)
+	done := make(chan struct{})
+	reqs := make(chan *http.Request, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				go func() { <-done; c.Close() }()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				reqs <- req
+				answer(c, req, done)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+	})
+	return &url.URL{Scheme: "ws", Host: ln.Addr().String()}, reqs
+}
+
+// answer101 writes a valid 101 for req, with extra header lines (each
+// ending in CRLF) before the empty line.
+func answer101(c net.Conn, req *http.Request, extra string) {
+	c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" + extra + "\r\n"))
+}
+
+// An upgrade attempt that Shutdown cuts while its upstream has not
+// answered yet is refused, with an event, on loops as on goroutines:
+// every attempt, which takes a session ordinal, ends in one.
+func TestLaneShutdownDuringUpstreamHandshake(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			up, reqs := scriptedUpstream(t, func(_ net.Conn, _ *http.Request, done <-chan struct{}) { <-done })
+			ev := newEventLog(t)
+			addr, p := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+				p.Events = ev
+				p.HandshakeTimeout = 30 * time.Second
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-reqs:
+			case <-time.After(testTimeout):
+				t.Fatal("upstream: got no request; want one")
+			}
+			p.Close()
+			e := ev.waitOne(t, proxy.EventRefused, 0)
+			if e.Session != 1 || e.Refusal != proxy.RefusedUnreachable || e.Status != http.StatusBadGateway {
+				t.Errorf("refused event: got session %d, %q, status %d; want session 1, %q, status %d",
+					e.Session, e.Refusal, e.Status, proxy.RefusedUnreachable, http.StatusBadGateway)
+			}
+		})
+	}
+}
+
+// An upstream's answer other than 101 is passed on with its status, which
+// is the status gobwas/ws reads from its status line even where net/http
+// would not read the answer, on loops as on goroutines.
+func TestLaneUpstreamStatusPassedOn(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer string
+		status int
+	}{
+		{"well formed", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy", 503},
+		{"header line without colon", "HTTP/1.1 503 Service Unavailable\r\nGarbage\r\nContent-Length: 0\r\n\r\n", 503},
+		{"two-digit status", "HTTP/1.1 99 Odd\r\nContent-Length: 0\r\n\r\n", 99},
+	}
+	for _, tc := range tests {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, _ <-chan struct{}) {
+					c.Write([]byte(tc.answer))
+				})
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) { p.Events = ev })
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want nil", err)
+				}
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if resp.StatusCode != tc.status || e.Status != tc.status || e.Refusal != proxy.RefusedUpstream {
+					t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
+						resp.StatusCode, e.Status, e.Refusal, tc.status, tc.status, proxy.RefusedUpstream)
+				}
+			})
+		}
+	}
+}
+
+// An upstream's answer is judged line by line as gobwas/ws reads it, on
+// loops as on goroutines: a status other than 101 is passed on, and a 101
+// header that is wrong refuses the session, without waiting for the rest
+// of a head that does not come.
+func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
+	tests := []struct {
+		name    string
+		answer  string
+		status  int
+		refusal string
+	}{
+		{"status line of a 503", "HTTP/1.1 503 Service Unavailable\r\n", 503, proxy.RefusedUpstream},
+		{"101 with a wrong Upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: nope\r\n", 502, proxy.RefusedUnreachable},
+		{"HTTP/1.0 status line", "HTTP/1.0 101 Switching Protocols\r\n", 502, proxy.RefusedUnreachable},
+	}
+	for _, tc := range tests {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+					c.Write([]byte(tc.answer))
+					<-done // the rest never comes
+				})
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+					p.Events = ev
+					p.HandshakeTimeout = time.Second
+				})
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want nil", err)
+				}
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if resp.StatusCode != tc.status || e.Status != tc.status || e.Refusal != tc.refusal {
+					t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
+						resp.StatusCode, e.Status, e.Refusal, tc.status, tc.status, tc.refusal)
+				}
+			})
+		}
+	}
+}
+
+// A 101 whose head is larger than a client's may be (16 KiB) opens the
+// session with its headers passed on, on loops as on goroutines, however
+// it arrives: gobwas/ws reads an answer's head whatever its size.
+func TestLaneLargeUpstreamAnswer(t *testing.T) {
+	big := strings.Repeat("b", 20<<10)
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			up, _ := scriptedUpstream(t, func(c net.Conn, req *http.Request, done <-chan struct{}) {
+				head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+					acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\nX-Big: " + big + "\r\n\r\n"
+				cut := len(head) - 100 // past 16 KiB, before the head's end
+				c.Write([]byte(head[:cut]))
+				time.Sleep(200 * time.Millisecond)
+				c.Write([]byte(head[cut:]))
+				<-done
+			})
+			addr, _ := startProxy(t, up, path.opt)
+			_, resp := dialRaw(t, addr, nil, nil)
+			if got := resp.Header.Get("X-Big"); got != big {
+				t.Errorf("X-Big of the client's 101: got %d bytes; want %d", len(got), len(big))
+			}
+		})
+	}
+}
+
+// Shutdown closes a client whose upstream's non-101 answer is still being
+// read, on loops as on goroutines, instead of leaving it to the handshake
+// timeout after Shutdown has returned.
+func TestLaneShutdownDuringStatusAnswer(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			answered := make(chan struct{})
+			up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+				c.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\npartial"))
+				close(answered)
+				<-done // the rest of the body never comes
+			})
+			ev := newEventLog(t)
+			addr, p := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+				p.Events = ev
+				p.HandshakeTimeout = 30 * time.Second
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			<-answered
+			time.Sleep(300 * time.Millisecond) // for the proxy to read the answer's start
+			p.Close()
+			conn.SetReadDeadline(time.Now().Add(testTimeout))
+			if _, err := io.Copy(io.Discard, conn); isTimeout(err) {
+				t.Errorf("client's connection after Close: got still open after %v; want closed", testTimeout)
+			}
+			if e := ev.waitOne(t, proxy.EventRefused, 0); e.Status != 503 || e.Refusal != proxy.RefusedUpstream {
+				t.Errorf("refused event: got status %d, %q; want 503, %q", e.Status, e.Refusal, proxy.RefusedUpstream)
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Rules loaded while an upgrade attempt waits for its upstream apply to
+// its session, on loops as on goroutines: the session is attached to them
+// before its client has the 101, and a connect rule fires.
+func TestLaneRulesLoadedDuringHandshake(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			loaded := make(chan struct{})
+			up, reqs := scriptedUpstream(t, func(c net.Conn, req *http.Request, done <-chan struct{}) {
+				<-loaded
+				answer101(c, req, "")
+				<-done
+			})
+			addr, p, ev := startRules(t, up, nil, path.opt)
+			conn, br := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-reqs:
+			case <-time.After(testTimeout):
+				t.Fatal("upstream: got no request; want one")
+			}
+			p.SetRules(compileRules(t, false, closeOnConnect("at-connect")))
+			close(loaded)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("client's answer: got %v, %v; want 101", resp, err)
+			}
+			client := &rawConn{Conn: conn, br: br, client: true}
+			client.expectClose(t, 4000, "")
+			if faults := ev.of(proxy.EventFault, 0); len(faults) != 1 || faults[0].Session != 1 {
+				t.Errorf("fault events: got %+v; want one, for session 1", faults)
+			}
+		})
+	}
+}
+
+// A client that resets its connection while its upstream is dialed is
+// refused with a log line saying so, on loops as on goroutines.
+func TestLaneClientResetDuringHandshake(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			reset := make(chan struct{})
+			up, reqs := scriptedUpstream(t, func(c net.Conn, req *http.Request, done <-chan struct{}) {
+				<-reset
+				answer101(c, req, "")
+				<-done
+			})
+			ev := newEventLog(t)
+			log, logs := observedLogger(t)
+			addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+				p.Events = ev
+				p.Logger = log
+			})
+			conn, _ := dialTCP(t, addr)
+			conn.Write(upgradeRequest(t, addr, nil))
+			select {
+			case <-reqs:
+			case <-time.After(testTimeout):
+				t.Fatal("upstream: got no request; want one")
+			}
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+			time.Sleep(300 * time.Millisecond) // for the reset to arrive
+			close(reset)
+			if e := ev.waitOne(t, proxy.EventRefused, 0); e.Refusal != proxy.RefusedClient || e.Status != 0 {
+				t.Errorf("refused event: got %q, status %d; want %q, status 0", e.Refusal, e.Status, proxy.RefusedClient)
+			}
+			entries := waitLogs(t, logs, "client handshake failed", 1)
+			if got := entries[0].ContextMap()["session"]; got != uint64(1) {
+				t.Errorf("session of the log line: got %v; want 1", got)
+			}
+		})
+	}
+}
