@@ -97,7 +97,7 @@ func (p *Proxy) eligibleForLanes(ln net.Listener) (netip.AddrPort, int, bool) {
 	return ap, fd, fd >= 0
 }
 
-// startLanes starts the loops and has them accept from the listener.
+// startLanes starts the loops; startAccepting has them accept.
 func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 	up, lfd, ok := p.eligibleForLanes(ln)
 	if !ok {
@@ -113,23 +113,33 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 		return nil, err
 	}
 	ls := &lanes{p: p, g: g, q: q, lfd: lfd, laddr: ln.Addr(), up: up}
-	errs := make(chan error, len(g.Loops()))
 	for _, l := range g.Loops() {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
 			sess: map[*laneSession]struct{}{}}
 		ll.acc = &laneAcceptor{ll: ll}
 		ls.loops = append(ls.loops, ll)
-		l.Submit(func() {
-			errs <- l.Add(lfd, ll.acc, syscall.EPOLLIN|1<<28) // EPOLLEXCLUSIVE: one loop woken per connection
-		})
-	}
-	for range ls.loops {
-		if err := <-errs; err != nil {
-			ls.stop()
-			return nil, fmt.Errorf("loops: %w", err)
-		}
 	}
 	return ls, nil
+}
+
+// startAccepting puts the listener in every loop's set, unless
+// stopAccepting came first.
+func (ls *lanes) startAccepting() error {
+	errs := make(chan error, len(ls.loops))
+	ls.onLoops(func(ll *laneLoop) {
+		if ll.stopd {
+			errs <- nil
+			return
+		}
+		errs <- ll.l.Add(ls.lfd, ll.acc, syscall.EPOLLIN|1<<28) // EPOLLEXCLUSIVE: one loop woken per connection
+	})
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return fmt.Errorf("loops: %w", err)
+		}
+	}
+	return nil
 }
 
 // onLoops runs f on every loop and waits for them all.

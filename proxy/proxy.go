@@ -167,13 +167,22 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	p.ready.Store(true)
 	go p.serveHTTP()
 	if ls != nil {
+		// Set under the lock Shutdown reads it under: Shutdown either
+		// sees the loops, and takes the listener out of their sets before
+		// closing it, or came first and the loops never accept.
 		p.mu.Lock()
-		p.lanes = ls
 		closing := p.closing
+		if !closing {
+			p.lanes = ls
+		}
 		p.mu.Unlock()
 		if closing {
-			ls.stopAccepting()
 			ls.stop()
+			return ErrServerClosed
+		}
+		if err := ls.startAccepting(); err != nil {
+			ls.stopAccepting()
+			return err
 		}
 		<-p.serving
 		return ErrServerClosed
@@ -382,7 +391,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	p.cancel()
-	p.abortSessions()
+	p.abortSessions(lanes)
 	p.engine.stop()
 	if herr := <-httpDone; herr != nil {
 		// Requests still in flight when ctx ended are cut.
@@ -405,9 +414,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // abortSessions ends every session still open without waiting for its
 // close handshake: Shutdown's time is up. No session is added meanwhile:
 // the proxy is closing, and addSession refuses.
-func (p *Proxy) abortSessions() {
-	if p.lanes != nil {
-		p.lanes.abortAll()
+func (p *Proxy) abortSessions(lanes *lanes) {
+	if lanes != nil {
+		lanes.abortAll()
 	}
 	p.mu.Lock()
 	sessions := make([]*session, 0, len(p.sessions))
