@@ -87,6 +87,7 @@ type laneDir struct {
 	more       bool   // src may hold bytes not read yet
 	ended      bool   // src's read side ended
 	finPending bool   // mirror src's FIN once out is written
+	closeOut   bool   // out ends with src's close frame: closeRelayed once it is written
 	stuck      bool   // src sent something only the copiers handle: leave the lane
 }
 
@@ -225,13 +226,11 @@ func (d *laneDir) relay() {
 		d.carry = append(d.carry, buf[stop:k+n]...)
 		if stop > 0 {
 			d.out = buf[:stop]
+			d.closeOut = closed
 			if !d.flush() {
 				// Keep what dst did not take; buf is the loop's.
 				d.out = append([]byte(nil), d.out...)
 			}
-		}
-		if closed {
-			d.closeRelayed()
 		}
 		if errno == syscall.EAGAIN {
 			return
@@ -314,7 +313,11 @@ func (d *laneDir) closeRelayed() {
 	}
 }
 
-// flush writes out to dst; it reports whether all of it went.
+// flush writes out to dst; it reports whether all of it went. A close
+// frame at its end moves the close handshake on once it is written, or
+// dst is gone, as deliverClose does after its write: not before, or the
+// handshake could end, and the connections be closed, with the frame and
+// what went before it still unwritten.
 func (d *laneDir) flush() bool {
 	ls := d.ls
 	for len(d.out) > 0 {
@@ -327,16 +330,20 @@ func (d *laneDir) flush() bool {
 		}
 		if errno != 0 {
 			// dst is gone; reading it tells how, and that is mirrored.
-			d.out = nil
+			d.out, d.finPending = nil, false
 			ls.arm(closeGrace)
-			return true
+			break
 		}
 		d.out = d.out[n:]
 	}
-	d.out = nil
 	if d.finPending {
 		d.finPending = false
 		evloop.CloseWrite(ls.fds[d.dst])
+	}
+	d.out = nil
+	if d.closeOut {
+		d.closeOut = false
+		d.closeRelayed()
 	}
 	return true
 }

@@ -1,0 +1,110 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"bytes"
+	"net"
+	"net/url"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wschaos/wschaos/proxy"
+)
+
+// smallBuffers is the socket buffer size of the narrow paths below: with
+// it, a few tens of kilobytes fill what the kernel holds between the
+// proxy and a peer that does not read.
+const smallBuffers = 4 << 10
+
+// setSockBuf sets a socket option (SO_SNDBUF or SO_RCVBUF) of c's socket.
+func setSockBuf(t testing.TB, c syscall.Conn, opt, n int) {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatalf("SyscallConn: got %v; want nil", err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, n) }); err != nil {
+		t.Fatalf("Control: got %v; want nil", err)
+	}
+	if serr != nil {
+		t.Fatalf("setsockopt: got %v; want nil", serr)
+	}
+}
+
+// narrowPair opens a session on a loop whose client end reads through a
+// narrow path: the proxy's socket to the client sends from a small buffer
+// (the listener's, which accepted sockets inherit) and the client's
+// receives into one, so that the loop holds relayed bytes the client has
+// not taken as soon as the client stops reading.
+func narrowPair(t *testing.T, opts ...func(*proxy.Proxy)) (client, upstream *rawConn, p *proxy.Proxy, ev *eventLog) {
+	t.Helper()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	ln := listenLocal(t)
+	setSockBuf(t, ln.(*net.TCPListener), syscall.SO_SNDBUF, smallBuffers)
+	ev = newEventLog(t)
+	addr, p := startProxyOn(t, ln, up.URL, append([]func(*proxy.Proxy){onLoops, func(p *proxy.Proxy) { p.Events = ev }}, opts...)...)
+	u, _ := url.Parse(addr)
+	d := net.Dialer{Timeout: testTimeout, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, smallBuffers)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	conn, err := d.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatalf("dial %s: got %v; want nil", u.Host, err)
+	}
+	client, _ = upgradeRaw(t, conn, addr, nil, nil)
+	upstream = up.accept(t)
+	if got := proxy.OnLoop(p); got != 1 {
+		t.Fatalf("sessions on loops: got %d; want 1", got)
+	}
+	return client, upstream, p, ev
+}
+
+// writeAsync writes b to c on a goroutine of its own, within testTimeout;
+// the returned channel gets the write's error.
+func writeAsync(c *rawConn, b []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() { // goroutine: one write, bounded by its deadline
+		c.SetWriteDeadline(time.Now().Add(testTimeout))
+		_, err := c.Write(b)
+		done <- err
+	}()
+	return done
+}
+
+// A close frame that follows a message its destination is slow to read
+// reaches it whole, after the message, and ends the close handshake then:
+// a loop that counts it as delivered once it has read it closes the
+// connections with the frame still unwritten.
+func TestLaneCloseFrameBehindSlowReader(t *testing.T) {
+	client, upstream, _, _ := narrowPair(t)
+	client.writeClose(t, ws.StatusNormalClosure, "bye")
+	upstream.expectClose(t, ws.StatusNormalClosure, "bye")
+
+	// The answer comes behind a message the narrow path cannot hold, in
+	// the same write, so that the loop reads the close frame while the
+	// client still has to take the message.
+	msg := bytes.Repeat([]byte("m"), 48<<10)
+	written := writeAsync(upstream, append(upstream.frame(true, ws.OpBinary, msg),
+		upstream.frame(true, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye back"))...))
+	time.Sleep(200 * time.Millisecond) // the client reads late
+
+	f := client.readFrame(t)
+	if f.Header.OpCode != ws.OpBinary || !bytes.Equal(f.Payload, msg) {
+		t.Fatalf("client: got %v frame of %d bytes; want the %d-byte binary message", f.Header.OpCode, len(f.Payload), len(msg))
+	}
+	client.expectClose(t, ws.StatusNormalClosure, "bye back")
+	if err := <-written; err != nil {
+		t.Errorf("upstream write: got %v; want nil", err)
+	}
+}
