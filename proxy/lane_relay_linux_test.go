@@ -4,6 +4,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/url"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/wschaos/wschaos/proxy"
+	"github.com/wschaos/wschaos/rules"
 )
 
 // smallBuffers is the socket buffer size of the narrow paths below: with
@@ -106,5 +108,66 @@ func TestLaneCloseFrameBehindSlowReader(t *testing.T) {
 	client.expectClose(t, ws.StatusNormalClosure, "bye back")
 	if err := <-written; err != nil {
 		t.Errorf("upstream write: got %v; want nil", err)
+	}
+}
+
+// A manual close on a session whose loop is in the middle of relaying a
+// frame reaches each side after the frame, never inside it: the copiers
+// the session leaves to finish the frame before the proxy's close frame
+// goes out, as they do when they relay the frame from its start.
+func TestLaneLeaveMidFrameKeepsFrameWhole(t *testing.T) {
+	for _, from := range []string{"client", "upstream"} {
+		t.Run("from "+from, func(t *testing.T) {
+			up := startRawUpstream(t, rawUpstreamOptions{})
+			addr, p, ev := startRules(t, up.URL, nil, onLoops)
+			payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<10)
+			// The race this looks for, between the copier that takes
+			// the frame over and the close frame, is lost or won in
+			// microseconds: a few sessions give it its chances.
+			for i := range 20 {
+				client, _ := dialRaw(t, addr, nil, nil)
+				upstream := up.accept(t)
+				id := ev.waitN(t, proxy.EventOpened, 0, i+1)[i].Session
+				src, dst, wantCode := client, upstream, ws.StatusGoingAway
+				if from == "upstream" {
+					src, dst, wantCode = upstream, client, 4001
+				}
+				frame := src.frame(true, ws.OpBinary, payload)
+				head := len(frame) - len(payload)/2
+				src.write(t, frame[:head])
+				dst.SetReadDeadline(time.Now().Add(testTimeout))
+				h, err := ws.ReadHeader(dst.br)
+				if err != nil {
+					t.Fatalf("session %d: read header: got %v; want nil", id, err)
+				}
+				got := make([]byte, h.Length)
+				n := head - (len(frame) - int(h.Length))
+				if _, err := io.ReadFull(dst.br, got[:n]); err != nil {
+					t.Fatalf("session %d: read the first %d payload bytes: got %v; want nil", id, n, err)
+				}
+				if got := proxy.OnLoop(p); got != 1 {
+					t.Fatalf("session %d: sessions on loops: got %d; want 1", id, got)
+				}
+				if err := p.Inject(id, proxy.Manual{Action: rules.Close, Code: 4001, Reason: "by hand"}); err != nil {
+					t.Fatalf("session %d: Inject: got %v; want nil", id, err)
+				}
+				src.write(t, frame[head:])
+				if _, err := io.ReadFull(dst.br, got[n:]); err != nil {
+					t.Fatalf("session %d: read the rest of the payload: got %v; want nil", id, err)
+				}
+				dst.SetReadDeadline(time.Time{})
+				if h.Masked {
+					ws.Cipher(got, h.Mask, 0)
+				}
+				if !bytes.Equal(got, payload) {
+					i := 0
+					for i < len(got) && got[i] == payload[i] {
+						i++
+					}
+					t.Fatalf("session %d: payload: got %q at byte %d; want %q", id, got[i:min(i+16, len(got))], i, payload[i:i+16])
+				}
+				dst.expectClose(t, wantCode, "")
+			}
+		})
 	}
 }

@@ -504,7 +504,16 @@ func (ls *laneSession) leave() {
 	for i, c := range conns {
 		peers[i].conn = c
 		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
-		s.copiers[i].rem = ls.dirs[i].rem
+		if rem := ls.dirs[i].rem; rem > 0 {
+			// The rest of the frame in transit goes to dst before anything
+			// else: its copier holds dst's write lock from here, taken for
+			// it before a goroutine can see the session off its loop, so
+			// that a close frame of the proxy's own queued from then on
+			// waits for the frame (relayRest unlocks). Nothing else takes
+			// the lock while the session is on a loop: this never waits.
+			s.copiers[i].dst.wmu.Lock()
+			s.copiers[i].rem = rem
+		}
 	}
 	ls.closed = true // the loop's part is over
 	var rem time.Duration

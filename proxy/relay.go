@@ -246,11 +246,12 @@ func (c *copier) relayFrame(h ws.Header) error {
 }
 
 // relayRest streams the rest of a frame whose header and first bytes a
-// loop relayed.
+// loop relayed. dst.wmu is held already: the loop took it for the copier
+// as the session left (laneSession.leave), so that nothing was written to
+// dst in between.
 func (c *copier) relayRest() error {
 	rem := c.rem
 	c.rem = 0
-	c.dst.wmu.Lock()
 	defer c.dst.unlock()
 	return c.relayPayloadLocked(c.dst.writer(), rem)
 }
