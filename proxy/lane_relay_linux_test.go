@@ -4,6 +4,9 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -87,27 +90,54 @@ func writeAsync(c *rawConn, b []byte) <-chan error {
 // A close frame that follows a message its destination is slow to read
 // reaches it whole, after the message, and ends the close handshake then:
 // a loop that counts it as delivered once it has read it closes the
-// connections with the frame still unwritten.
+// connections with the frame still unwritten. So it does when the session
+// leaves its loop (Shutdown) before the client has taken it: the copiers
+// write it, and end the handshake.
 func TestLaneCloseFrameBehindSlowReader(t *testing.T) {
-	client, upstream, _, _ := narrowPair(t)
-	client.writeClose(t, ws.StatusNormalClosure, "bye")
-	upstream.expectClose(t, ws.StatusNormalClosure, "bye")
+	for _, shutdown := range []bool{false, true} {
+		name := "on the loop"
+		if shutdown {
+			name = "left for shutdown"
+		}
+		t.Run(name, func(t *testing.T) {
+			client, upstream, p, _ := narrowPair(t)
+			client.writeClose(t, ws.StatusNormalClosure, "bye")
+			upstream.expectClose(t, ws.StatusNormalClosure, "bye")
 
-	// The answer comes behind a message the narrow path cannot hold, in
-	// the same write, so that the loop reads the close frame while the
-	// client still has to take the message.
-	msg := bytes.Repeat([]byte("m"), 48<<10)
-	written := writeAsync(upstream, append(upstream.frame(true, ws.OpBinary, msg),
-		upstream.frame(true, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye back"))...))
-	time.Sleep(200 * time.Millisecond) // the client reads late
+			// The answer comes behind a message the narrow path cannot
+			// hold, in the same write, so that the loop reads the close
+			// frame while the client still has to take the message.
+			msg := bytes.Repeat([]byte("m"), 48<<10)
+			written := writeAsync(upstream, append(upstream.frame(true, ws.OpBinary, msg),
+				upstream.frame(true, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye back"))...))
+			time.Sleep(200 * time.Millisecond) // the client reads late
+			shut := make(chan error, 1)
+			if shutdown {
+				go func() { // goroutine: Shutdown, bounded by its context
+					ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+					defer cancel()
+					shut <- p.Shutdown(ctx)
+				}()
+				waitUntil(t, "the session off its loop", func() bool { return proxy.OnLoop(p) == 0 })
+			}
 
-	f := client.readFrame(t)
-	if f.Header.OpCode != ws.OpBinary || !bytes.Equal(f.Payload, msg) {
-		t.Fatalf("client: got %v frame of %d bytes; want the %d-byte binary message", f.Header.OpCode, len(f.Payload), len(msg))
-	}
-	client.expectClose(t, ws.StatusNormalClosure, "bye back")
-	if err := <-written; err != nil {
-		t.Errorf("upstream write: got %v; want nil", err)
+			f := client.readFrame(t)
+			if f.Header.OpCode != ws.OpBinary || !bytes.Equal(f.Payload, msg) {
+				t.Fatalf("client: got %v frame of %d bytes; want the %d-byte binary message", f.Header.OpCode, len(f.Payload), len(msg))
+			}
+			client.expectClose(t, ws.StatusNormalClosure, "bye back")
+			if err := client.expectEnd(t); err != io.EOF {
+				t.Errorf("client after the close frame: got %v; want %v", err, io.EOF)
+			}
+			if err := <-written; err != nil {
+				t.Errorf("upstream write: got %v; want nil", err)
+			}
+			if shutdown {
+				if err := <-shut; err != nil {
+					t.Errorf("Shutdown: got %v; want nil (the handshake over)", err)
+				}
+			}
+		})
 	}
 }
 
@@ -168,6 +198,72 @@ func TestLaneLeaveMidFrameKeepsFrameWhole(t *testing.T) {
 				}
 				dst.expectClose(t, wantCode, "")
 			}
+		})
+	}
+}
+
+// What has a session leave its loop returns while the loop holds bytes
+// the session's client does not read: the session leaves with them, and
+// the copiers write them, as they would have been writing them on
+// goroutines, before the proxy's own close frame.
+func TestLaneLeaveWhileClientDoesNotRead(t *testing.T) {
+	tests := []struct {
+		name string
+		act  func(p *proxy.Proxy, id uint64) error
+		// after checks what the client gets once it reads again
+		after func(t *testing.T, client, upstream *rawConn)
+	}{
+		{"inject", func(p *proxy.Proxy, id uint64) error {
+			return p.Inject(id, proxy.Manual{Action: rules.Close, Code: 4001, Reason: "by hand"})
+		}, func(t *testing.T, client, _ *rawConn) {
+			client.expectClose(t, 4001, "by hand")
+		}},
+		{"set rules", func(p *proxy.Proxy, _ uint64) error {
+			p.SetRules(compileRules(t, false, rules.Spec{Name: "never", OnMessage: ptr("^never-matches$"),
+				Direction: "upstream", Action: "close", Code: int64(4000)}))
+			return nil
+		}, func(t *testing.T, client, upstream *rawConn) {
+			upstream.writeFrame(t, true, ws.OpText, []byte("after"))
+			client.expectText(t, "client", "after")
+		}},
+		{"shutdown", func(p *proxy.Proxy, _ uint64) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("Shutdown: got %v; want %v", err, context.DeadlineExceeded)
+			}
+			return nil
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, upstream, p, ev := narrowPair(t)
+			id := ev.waitOne(t, proxy.EventOpened, 0).Session
+			msg := bytes.Repeat([]byte("m"), 256<<10)
+			written := writeAsync(upstream, upstream.frame(true, ws.OpBinary, msg))
+			time.Sleep(200 * time.Millisecond) // the loop is left holding bytes
+
+			done := make(chan error, 1)
+			go func() { done <- tt.act(p, id) }() // goroutine: bounded by the select below
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("%s: got %v; want nil", tt.name, err)
+				}
+			case <-time.After(testTimeout):
+				t.Fatalf("%s: got no return within %v while the client did not read; want a return\n%s", tt.name, testTimeout, proxyStacks())
+			}
+			if tt.after == nil {
+				return
+			}
+			f := client.readFrame(t)
+			if f.Header.OpCode != ws.OpBinary || !bytes.Equal(f.Payload, msg) {
+				t.Fatalf("client: got %v frame of %d bytes; want the %d-byte binary message", f.Header.OpCode, len(f.Payload), len(msg))
+			}
+			if err := <-written; err != nil {
+				t.Fatalf("upstream write: got %v; want nil", err)
+			}
+			tt.after(t, client, upstream)
 		})
 	}
 }

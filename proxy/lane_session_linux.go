@@ -407,7 +407,7 @@ func (ls *laneSession) arm(d time.Duration) {
 	})
 }
 
-// check leaves the lane when the session must, once it can.
+// check leaves the lane when the session must.
 func (ls *laneSession) check() {
 	if ls.closed {
 		return
@@ -415,10 +415,12 @@ func (ls *laneSession) check() {
 	if ls.dirs[0].stuck || ls.dirs[1].stuck {
 		ls.leaving = true
 	}
-	if !ls.leaving || ls.dirs[0].out != nil || ls.dirs[1].out != nil {
-		return // dst has not taken everything relayed yet
+	if ls.leaving {
+		// Bytes dst has not taken yet go with the session: waiting for
+		// them could take forever, a peer that does not read holding up
+		// whatever needs the copiers (Shutdown, SetRules, Inject).
+		ls.leave()
 	}
-	ls.leave()
 }
 
 // abort closes both connections and ends the session (finish, for the
@@ -504,15 +506,16 @@ func (ls *laneSession) leave() {
 	for i, c := range conns {
 		peers[i].conn = c
 		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
-		if rem := ls.dirs[i].rem; rem > 0 {
-			// The rest of the frame in transit goes to dst before anything
-			// else: its copier holds dst's write lock from here, taken for
-			// it before a goroutine can see the session off its loop, so
-			// that a close frame of the proxy's own queued from then on
-			// waits for the frame (relayRest unlocks). Nothing else takes
-			// the lock while the session is on a loop: this never waits.
+		if d := &ls.dirs[i]; d.rem > 0 || d.out != nil {
+			// What dst has not taken yet, and the rest of the frame in
+			// transit, go to dst before anything else: its copier holds
+			// dst's write lock from here, taken for it before a goroutine
+			// can see the session off its loop, so that a close frame of
+			// the proxy's own queued from then on waits for them
+			// (relayRest unlocks). Nothing else takes the lock while the
+			// session is on a loop: this never waits.
 			s.copiers[i].dst.wmu.Lock()
-			s.copiers[i].rem = rem
+			s.copiers[i].rem, s.copiers[i].out, s.copiers[i].outClose = d.rem, d.out, d.closeOut
 		}
 	}
 	ls.closed = true // the loop's part is over
