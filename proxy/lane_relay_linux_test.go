@@ -3,13 +3,16 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -266,4 +269,85 @@ func TestLaneLeaveWhileClientDoesNotRead(t *testing.T) {
 			tt.after(t, client, upstream)
 		})
 	}
+}
+
+// Rules loaded while a loop waits for the upstream's answer apply to the
+// session as they do on goroutines, whose handshake attaches the rules
+// loaded by then, on-connect ones included: the reload found no session
+// to attach them to, and the session, which leaves its loop for them,
+// must take them itself.
+func TestLaneRulesLoadedDuringUpstreamHandshake(t *testing.T) {
+	for _, spec := range []rules.Spec{closeAfter("after", 100*time.Millisecond), closeOnConnect("connect")} {
+		t.Run(spec.Name, func(t *testing.T) {
+			up, requested, release := startSlowUpstream(t)
+			addr, p, _ := startRules(t, up, nil, onLoops)
+
+			u, _ := url.Parse(addr)
+			conn, err := net.DialTimeout("tcp", u.Host, testTimeout)
+			if err != nil {
+				t.Fatalf("dial %s: got %v; want nil", u.Host, err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			client := &rawConn{Conn: conn, br: bufio.NewReader(conn), client: true}
+			client.write(t, upgradeRequest(t, addr, nil))
+			select {
+			case <-requested:
+			case <-time.After(testTimeout):
+				t.Fatalf("upstream: got no upgrade request within %v; want one", testTimeout)
+			}
+			p.SetRules(compileRules(t, false, spec))
+			close(release)
+
+			client.SetReadDeadline(time.Now().Add(testTimeout))
+			resp, err := http.ReadResponse(client.br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: got %v (%v); want 101", resp, err)
+			}
+			client.SetReadDeadline(time.Time{})
+			client.expectClose(t, 4000, "")
+		})
+	}
+}
+
+// startSlowUpstream starts an upstream that answers its one upgrade
+// request with 101 once release is closed; requested is closed once it
+// has read the request.
+func startSlowUpstream(t *testing.T) (u *url.URL, requested <-chan struct{}, release chan<- struct{}) {
+	t.Helper()
+	ln := listenLocal(t)
+	req, rel := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	var conn net.Conn
+	wg.Add(1)
+	go func() { // goroutine: the upstream's one handshake, bounded by deadlines
+		defer wg.Done()
+		var err error
+		conn, err = ln.Accept()
+		if err != nil {
+			close(req)
+			return
+		}
+		conn.SetDeadline(time.Now().Add(testTimeout))
+		r, err := http.ReadRequest(bufio.NewReader(conn))
+		close(req)
+		if err != nil {
+			return
+		}
+		select {
+		case <-rel:
+		case <-time.After(testTimeout):
+			return
+		}
+		fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			acceptKey(r.Header.Get("Sec-WebSocket-Key")))
+		conn.SetDeadline(time.Time{})
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		if conn != nil {
+			conn.Close()
+		}
+	})
+	return &url.URL{Scheme: "ws", Host: ln.Addr().String()}, req, rel
 }

@@ -28,6 +28,7 @@ type laneSession struct {
 	timer    *evloop.Timer
 	deadline time.Time
 	leaving  bool
+	rules    bool // rules were loaded during the handshake: the session takes them as it leaves
 	waiters  []chan struct{}
 	closed   bool
 
@@ -186,8 +187,10 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 // run starts relaying what arrived with the handshakes.
 func (ls *laneSession) run() {
 	if len(ls.ll.ls.p.engine.gen.Load().rules) > 0 {
-		// Rules were loaded during the handshake: they need the copiers.
-		ls.leaving = true
+		// Rules were loaded during the handshake: they need the copiers,
+		// and the reload, which came before the session was listed, did
+		// not give the session its rules.
+		ls.leaving, ls.rules = true, true
 	}
 	for i := range ls.dirs {
 		if !ls.closed {
@@ -527,15 +530,40 @@ func (ls *laneSession) leave() {
 	ws := ls.waiters
 	ls.waiters = nil
 	s.lane.Store(nil)
+	loaded := ls.rules
 	ll.ls.q.Go(func() {
 		if rem > 0 || !ls.deadline.IsZero() {
 			s.arm(rem)
+		}
+		if loaded {
+			s.openRules()
 		}
 		for _, w := range ws {
 			close(w)
 		}
 		s.resume()
 	})
+}
+
+// openRules gives a session that opened on a loop while rules were being
+// loaded the rules, as the goroutines' handshake and open would have:
+// attached as before the client's 101, on-connect rules included (they
+// were loaded before it went out), which then fire, and after rules armed
+// from the opening on.
+func (s *session) openRules() {
+	s.mu.Lock()
+	s.opened = false
+	s.mu.Unlock()
+	s.attach()
+	s.fireConnect()
+	s.mu.Lock()
+	s.opened = true
+	if !s.finished.Load() {
+		for _, sr := range *s.rules.Load() {
+			s.armAfter(sr)
+		}
+	}
+	s.mu.Unlock()
 }
 
 // offLane returns once the session is not on a loop any more: it has left
