@@ -507,6 +507,13 @@ func dialRaw(t testing.TB, target string, extra http.Header, pipelined []byte) (
 	if err != nil {
 		t.Fatalf("dial %s: got %v; want nil", u.Host, err)
 	}
+	return upgradeRaw(t, conn, target, extra, pipelined)
+}
+
+// upgradeRaw is dialRaw on conn, a connection to target's host dialed
+// already.
+func upgradeRaw(t testing.TB, conn net.Conn, target string, extra http.Header, pipelined []byte) (*rawConn, *http.Response) {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	c := &rawConn{Conn: conn, br: bufio.NewReader(conn), client: true}
 	c.write(t, append(upgradeRequest(t, target, extra), pipelined...))

@@ -28,6 +28,7 @@ type laneSession struct {
 	timer    *evloop.Timer
 	deadline time.Time
 	leaving  bool
+	rules    bool // rules were loaded during the handshake: the session takes them as it leaves
 	waiters  []chan struct{}
 	closed   bool
 
@@ -87,6 +88,7 @@ type laneDir struct {
 	more       bool   // src may hold bytes not read yet
 	ended      bool   // src's read side ended
 	finPending bool   // mirror src's FIN once out is written
+	closeOut   bool   // out ends with src's close frame: closeRelayed once it is written
 	stuck      bool   // src sent something only the copiers handle: leave the lane
 }
 
@@ -199,8 +201,10 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 // run starts relaying what arrived with the handshakes.
 func (ls *laneSession) run() {
 	if len(ls.ll.ls.p.engine.gen.Load().rules) > 0 {
-		// Rules were loaded during the handshake: they need the copiers.
-		ls.leaving = true
+		// Rules were loaded during the handshake: they need the copiers,
+		// and the reload, which came before the session was listed, did
+		// not give the session its rules.
+		ls.leaving, ls.rules = true, true
 	}
 	for i := range ls.dirs {
 		if !ls.closed {
@@ -246,13 +250,11 @@ func (d *laneDir) relay(trustShort bool) {
 		d.carry = append(d.carry, buf[stop:k+n]...)
 		if stop > 0 {
 			d.out = buf[:stop]
+			d.closeOut = closed
 			if !d.flush() {
 				// Keep what dst did not take; buf is the loop's.
 				d.out = append([]byte(nil), d.out...)
 			}
-		}
-		if closed {
-			d.closeRelayed()
 		}
 		if errno == syscall.EAGAIN {
 			return
@@ -339,7 +341,11 @@ func (d *laneDir) closeRelayed() {
 	}
 }
 
-// flush writes out to dst; it reports whether all of it went.
+// flush writes out to dst; it reports whether all of it went. A close
+// frame at its end moves the close handshake on once it is written, or
+// dst is gone, as deliverClose does after its write: not before, or the
+// handshake could end, and the connections be closed, with the frame and
+// what went before it still unwritten.
 func (d *laneDir) flush() bool {
 	ls := d.ls
 	for len(d.out) > 0 {
@@ -352,16 +358,20 @@ func (d *laneDir) flush() bool {
 		}
 		if errno != 0 {
 			// dst is gone; reading it tells how, and that is mirrored.
-			d.out = nil
+			d.out, d.finPending = nil, false
 			ls.arm(closeGrace)
-			return true
+			break
 		}
 		d.out = d.out[n:]
 	}
-	d.out = nil
 	if d.finPending {
 		d.finPending = false
 		evloop.CloseWrite(ls.fds[d.dst])
+	}
+	d.out = nil
+	if d.closeOut {
+		d.closeOut = false
+		d.closeRelayed()
 	}
 	return true
 }
@@ -425,7 +435,7 @@ func (ls *laneSession) arm(d time.Duration) {
 	})
 }
 
-// check leaves the lane when the session must, once it can.
+// check leaves the lane when the session must.
 func (ls *laneSession) check() {
 	if ls.closed {
 		return
@@ -433,10 +443,12 @@ func (ls *laneSession) check() {
 	if ls.dirs[0].stuck || ls.dirs[1].stuck {
 		ls.leaving = true
 	}
-	if !ls.leaving || ls.dirs[0].out != nil || ls.dirs[1].out != nil {
-		return // dst has not taken everything relayed yet
+	if ls.leaving {
+		// Bytes dst has not taken yet go with the session: waiting for
+		// them could take forever, a peer that does not read holding up
+		// whatever needs the copiers (Shutdown, SetRules, Inject).
+		ls.leave()
 	}
-	ls.leave()
 }
 
 // abort closes both connections and ends the session (finish, for the
@@ -522,7 +534,17 @@ func (ls *laneSession) leave() {
 	for i, c := range conns {
 		peers[i].conn = c
 		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
-		s.copiers[i].rem = ls.dirs[i].rem
+		if d := &ls.dirs[i]; d.rem > 0 || d.out != nil {
+			// What dst has not taken yet, and the rest of the frame in
+			// transit, go to dst before anything else: its copier holds
+			// dst's write lock from here, taken for it before a goroutine
+			// can see the session off its loop, so that a close frame of
+			// the proxy's own queued from then on waits for them
+			// (relayRest unlocks). Nothing else takes the lock while the
+			// session is on a loop: this never waits.
+			s.copiers[i].dst.wmu.Lock()
+			s.copiers[i].rem, s.copiers[i].out, s.copiers[i].outClose = d.rem, d.out, d.closeOut
+		}
 	}
 	ls.closed = true // the loop's part is over
 	var rem time.Duration
@@ -533,15 +555,40 @@ func (ls *laneSession) leave() {
 	ws := ls.waiters
 	ls.waiters = nil
 	s.lane.Store(nil)
+	loaded := ls.rules
 	ll.ls.q.Go(func() {
 		if rem > 0 || !ls.deadline.IsZero() {
 			s.arm(rem)
+		}
+		if loaded {
+			s.openRules()
 		}
 		for _, w := range ws {
 			close(w)
 		}
 		s.resume()
 	})
+}
+
+// openRules gives a session that opened on a loop while rules were being
+// loaded the rules, as the goroutines' handshake and open would have:
+// attached as before the client's 101, on-connect rules included (they
+// were loaded before it went out), which then fire, and after rules armed
+// from the opening on.
+func (s *session) openRules() {
+	s.mu.Lock()
+	s.opened = false
+	s.mu.Unlock()
+	s.attach()
+	s.fireConnect()
+	s.mu.Lock()
+	s.opened = true
+	if !s.finished.Load() {
+		for _, sr := range *s.rules.Load() {
+			s.armAfter(sr)
+		}
+	}
+	s.mu.Unlock()
 }
 
 // offLane returns once the session is not on a loop any more: it has left

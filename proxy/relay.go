@@ -24,6 +24,8 @@ type copier struct {
 	delay    atomic.Pointer[delayer] // a delay rule fired for this direction
 	state    atomic.Int32            // copierParked or copierRunning
 	rem      int64                   // payload bytes of a frame a loop began relaying; the copier's once it runs
+	out      []byte                  // bytes a loop read and dst did not take yet, written first
+	outClose bool                    // out ends with src's close frame
 
 	// idle is the poller's sweep count when the copier began to wait for
 	// its source at a frame boundary; 0 while it is not waiting, and
@@ -133,8 +135,9 @@ func (c *copier) run() {
 func (c *copier) loop() error {
 	s, src := c.s, c.src
 	debug := s.p.log.Core().Enabled(zap.DebugLevel)
-	if c.rem > 0 {
-		// The session left its loop in the middle of a frame.
+	if c.rem > 0 || len(c.out) > 0 {
+		// The session left its loop in the middle of a frame, or with
+		// bytes dst had not taken.
 		if err := c.relayRest(); err != nil {
 			return err
 		}
@@ -245,14 +248,44 @@ func (c *copier) relayFrame(h ws.Header) error {
 	return c.relayPayloadLocked(bw, h.Length)
 }
 
-// relayRest streams the rest of a frame whose header and first bytes a
-// loop relayed.
+// relayRest writes what a loop read from src and dst had not taken when
+// the session left the loop, and streams the rest of a frame whose header
+// and first bytes the loop relayed. dst.wmu is held already: the loop took
+// it for the copier as the session left (laneSession.leave), so that
+// nothing was written to dst in between.
 func (c *copier) relayRest() error {
-	rem := c.rem
-	c.rem = 0
-	c.dst.wmu.Lock()
-	defer c.dst.unlock()
-	return c.relayPayloadLocked(c.dst.writer(), rem)
+	src, dst := c.src, c.dst
+	out, closed, rem := c.out, c.outClose, c.rem
+	c.out, c.outClose, c.rem = nil, false, 0
+	bw := dst.writer()
+	_, err := bw.Write(out)
+	if !closed {
+		defer dst.unlock()
+		if err != nil {
+			return &writeError{err}
+		}
+		return c.relayPayloadLocked(bw, rem)
+	}
+	// out ends with src's close frame: once it is written, the close
+	// handshake moves on as deliverClose moves it.
+	if ferr := dst.flush(); err == nil {
+		err = ferr
+	}
+	if !dst.gotClose.Swap(true) {
+		dst.pending.Store(nil)
+	}
+	dst.wmu.Unlock()
+	src.sentClose.Store(true)
+	c.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side))
+	if dst.sentClose.Load() {
+		c.s.maybeFinish()
+	} else {
+		c.s.arm(relayedCloseTimeout)
+	}
+	if err != nil {
+		return &writeError{err}
+	}
+	return nil
 }
 
 // relayPayloadLocked streams rem payload bytes from src to bw, dst's batch
