@@ -39,10 +39,11 @@ import (
 //	           leave the lane: the sockets go to the runtime's netpoller
 //	           and the copiers take over where the loop stopped
 //
-// A session leaves its lane once both directions are at a frame boundary
-// and the loop has written everything it read: the copiers then go on as
-// if they had relayed the session from its start. A close frame of the
-// proxy's own waits for a frame being relayed to end in the copiers too.
+// A session leaves its lane at once, wherever its frames are: the copiers
+// take the bytes the loop read and did not relay yet, those it relayed
+// and dst did not take yet, and the rest of a frame under way, and go on
+// as if they had relayed the session from its start. A close frame of the
+// proxy's own waits for a frame under way to end, as on goroutines.
 type lanes struct {
 	p     *Proxy
 	g     *evloop.Group
@@ -87,7 +88,7 @@ func (p *Proxy) eligibleForLanes(ln net.Listener) (netip.AddrPort, int, bool) {
 		port = "80"
 	}
 	ap, err := netip.ParseAddrPort(net.JoinHostPort(host, port))
-	if err != nil {
+	if err != nil || ap.Addr().Zone() != "" { // a zone needs the resolver's scope handling
 		return netip.AddrPort{}, -1, false
 	}
 	fd := -1

@@ -28,7 +28,6 @@ type laneSession struct {
 	timer    *evloop.Timer
 	deadline time.Time
 	leaving  bool
-	rules    bool // rules were loaded during the handshake: the session takes them as it leaves
 	waiters  []chan struct{}
 	closed   bool
 
@@ -143,7 +142,13 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
 			Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Status: status, Refusal: step, Why: why})
 	}
+	// A refused session never ran on the loop: nothing may have it leave.
+	gone := func() {
+		ls.closed = true
+		s.lane.Store(nil)
+	}
 	if !p.addSession(s, nil) {
+		gone()
 		p.dropSession(s)
 		var b bytes.Buffer
 		writeStatus(&b, http.StatusServiceUnavailable, "shutting down")
@@ -159,6 +164,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	hj := &hijacker{conn: cc, br: noReader, bw: bufio.NewWriterSize(cc, 256)}
 	if _, _, _, err := u.Upgrade(c.req, hj); err != nil {
 		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Error(err))
+		gone()
 		p.dropSession(s)
 		closeBoth()
 		refused(0, RefusedClient, "answer client: "+err.Error())
@@ -200,12 +206,9 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 
 // run starts relaying what arrived with the handshakes.
 func (ls *laneSession) run() {
-	if len(ls.ll.ls.p.engine.gen.Load().rules) > 0 {
-		// Rules were loaded during the handshake: they need the copiers,
-		// and the reload, which came before the session was listed, did
-		// not give the session its rules.
-		ls.leaving, ls.rules = true, true
-	}
+	// Rules loaded before the session was listed were seen by
+	// newLaneSession (the session opened on goroutines); a reload since
+	// finds it listed, and has it leave its loop before attaching it.
 	for i := range ls.dirs {
 		if !ls.closed {
 			ls.dirs[i].relay(false)
@@ -555,40 +558,15 @@ func (ls *laneSession) leave() {
 	ws := ls.waiters
 	ls.waiters = nil
 	s.lane.Store(nil)
-	loaded := ls.rules
 	ll.ls.q.Go(func() {
 		if rem > 0 || !ls.deadline.IsZero() {
 			s.arm(rem)
-		}
-		if loaded {
-			s.openRules()
 		}
 		for _, w := range ws {
 			close(w)
 		}
 		s.resume()
 	})
-}
-
-// openRules gives a session that opened on a loop while rules were being
-// loaded the rules, as the goroutines' handshake and open would have:
-// attached as before the client's 101, on-connect rules included (they
-// were loaded before it went out), which then fire, and after rules armed
-// from the opening on.
-func (s *session) openRules() {
-	s.mu.Lock()
-	s.opened = false
-	s.mu.Unlock()
-	s.attach()
-	s.fireConnect()
-	s.mu.Lock()
-	s.opened = true
-	if !s.finished.Load() {
-		for _, sr := range *s.rules.Load() {
-			s.armAfter(sr)
-		}
-	}
-	s.mu.Unlock()
 }
 
 // offLane returns once the session is not on a loop any more: it has left
