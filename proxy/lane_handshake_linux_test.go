@@ -113,22 +113,7 @@ func TestLaneUpstreamStatusPassedOn(t *testing.T) {
 	for _, tc := range tests {
 		for _, path := range bothPaths {
 			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
-				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, _ <-chan struct{}) {
-					c.Write([]byte(tc.answer))
-				})
-				ev := newEventLog(t)
-				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) { p.Events = ev })
-				conn, br := dialTCP(t, addr)
-				conn.Write(upgradeRequest(t, addr, nil))
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("read answer: got %v; want nil", err)
-				}
-				e := ev.waitOne(t, proxy.EventRefused, 0)
-				if resp.StatusCode != tc.status || e.Status != tc.status || e.Refusal != proxy.RefusedUpstream {
-					t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
-						resp.StatusCode, e.Status, e.Refusal, tc.status, tc.status, proxy.RefusedUpstream)
-				}
+				checkAnswerRefused(t, path.opt, tc.answer, false, tc.status, proxy.RefusedUpstream)
 			})
 		}
 	}
@@ -152,28 +137,40 @@ func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
 	for _, tc := range tests {
 		for _, path := range bothPaths {
 			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
-				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
-					c.Write([]byte(tc.answer))
-					<-done // the rest never comes
-				})
-				ev := newEventLog(t)
-				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
-					p.Events = ev
-					p.HandshakeTimeout = time.Second
-				})
-				conn, br := dialTCP(t, addr)
-				conn.Write(upgradeRequest(t, addr, nil))
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("read answer: got %v; want nil", err)
-				}
-				e := ev.waitOne(t, proxy.EventRefused, 0)
-				if resp.StatusCode != tc.status || e.Status != tc.status || e.Refusal != tc.refusal {
-					t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
-						resp.StatusCode, e.Status, e.Refusal, tc.status, tc.status, tc.refusal)
-				}
+				checkAnswerRefused(t, path.opt, tc.answer, true, tc.status, tc.refusal)
 			})
 		}
+	}
+}
+
+// checkAnswerRefused has an upstream send answer (and then nothing more
+// if stall) to an upgrade through a proxy set up by opt, and checks the
+// status the client gets and the refused event's status and step.
+func checkAnswerRefused(t *testing.T, opt func(*proxy.Proxy), answer string, stall bool, status int, refusal string) {
+	t.Helper()
+	up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+		c.Write([]byte(answer))
+		if stall {
+			<-done // the rest never comes
+		}
+	})
+	ev := newEventLog(t)
+	addr, _ := startProxy(t, up, opt, func(p *proxy.Proxy) {
+		p.Events = ev
+		if stall {
+			p.HandshakeTimeout = time.Second
+		}
+	})
+	conn, br := dialTCP(t, addr)
+	conn.Write(upgradeRequest(t, addr, nil))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read answer: got %v; want nil", err)
+	}
+	e := ev.waitOne(t, proxy.EventRefused, 0)
+	if resp.StatusCode != status || e.Status != status || e.Refusal != refusal {
+		t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
+			resp.StatusCode, e.Status, e.Refusal, status, status, refusal)
 	}
 }
 

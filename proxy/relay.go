@@ -254,7 +254,7 @@ func (c *copier) relayFrame(h ws.Header) error {
 // it for the copier as the session left (laneSession.leave), so that
 // nothing was written to dst in between.
 func (c *copier) relayRest() error {
-	src, dst := c.src, c.dst
+	dst := c.dst
 	out, closed, rem := c.out, c.outClose, c.rem
 	c.out, c.outClose, c.rem = nil, false, 0
 	bw := dst.writer()
@@ -271,21 +271,11 @@ func (c *copier) relayRest() error {
 	if ferr := dst.flush(); err == nil {
 		err = ferr
 	}
-	if !dst.gotClose.Swap(true) {
-		dst.pending.Store(nil)
+	var code ws.StatusCode
+	if info := c.src.closeInfo.Load(); info != nil {
+		code = info.code // the loop read it
 	}
-	dst.wmu.Unlock()
-	src.sentClose.Store(true)
-	c.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side))
-	if dst.sentClose.Load() {
-		c.s.maybeFinish()
-	} else {
-		c.s.arm(relayedCloseTimeout)
-	}
-	if err != nil {
-		return &writeError{err}
-	}
-	return nil
+	return c.closeDelivered(err, code)
 }
 
 // relayPayloadLocked streams rem payload bytes from src to bw, dst's batch
@@ -363,13 +353,21 @@ func (c *copier) deliverClose(h ws.Header, p []byte, info closeInfo) error {
 
 	dst.wmu.Lock()
 	err := c.writeWholeLocked(h, p)
+	return c.closeDelivered(err, info.code)
+}
+
+// closeDelivered moves the close handshake on once src's close frame has
+// been written to dst (err: how the write went); dst.wmu is held, and
+// released here.
+func (c *copier) closeDelivered(err error, code ws.StatusCode) error {
+	src, dst := c.src, c.dst
 	if !dst.gotClose.Swap(true) {
 		dst.pending.Store(nil)
 	}
 	dst.wmu.Unlock()
 
 	src.sentClose.Store(true)
-	c.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side), zap.Int("code", int(info.code)))
+	c.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side), zap.Int("code", int(code)))
 	if dst.sentClose.Load() {
 		c.s.maybeFinish()
 	} else {
