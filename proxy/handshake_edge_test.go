@@ -76,22 +76,10 @@ func TestPlainHTTPOverTLSForwardedProto(t *testing.T) {
 // An upstream's non-101 answer is passed on with its end-to-end headers
 // only: a header its Connection names is hop-by-hop (RFC 9110 7.6.1).
 func TestRefusalDropsHeadersConnectionNames(t *testing.T) {
-	ln := listenLocal(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				http.ReadRequest(bufio.NewReader(c))
-				io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nConnection: close, X-Internal\r\nX-Internal: secret\r\nContent-Length: 3\r\n\r\nno\n")
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	addr, _ := startProxy(t, &url.URL{Scheme: "ws", Host: ln.Addr().String()})
+	up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, _ <-chan struct{}) {
+		io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nConnection: close, X-Internal\r\nX-Internal: secret\r\nContent-Length: 3\r\n\r\nno\n")
+	})
+	addr, _ := startProxy(t, up)
 	u, _ := url.Parse(addr)
 	conn, err := net.Dial("tcp", u.Host)
 	if err != nil {

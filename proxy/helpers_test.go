@@ -692,3 +692,38 @@ func noProxyClient(t testing.TB) *http.Client {
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: testTimeout}
 }
+
+// scriptedUpstream is an upstream whose answer to each upgrade request the
+// test writes itself: answer runs on the accepted connection, the request
+// read, and may wait on done, closed when the test ends. It returns the
+// upstream's URL and a channel that gets each request once it has been
+// read.
+func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request, done <-chan struct{})) (*url.URL, <-chan *http.Request) {
+	t.Helper()
+	ln := listenLocal(t)
+	done := make(chan struct{})
+	reqs := make(chan *http.Request, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				go func() { <-done; c.Close() }()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				reqs <- req
+				answer(c, req, done)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+	})
+	return &url.URL{Scheme: "ws", Host: ln.Addr().String()}, reqs
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -26,46 +25,25 @@ var bothPaths = []struct {
 	{"loops", onLoops},
 }
 
-// scriptedUpstream is an upstream whose answer to each upgrade request the
-// test writes itself: answer runs on the accepted connection, the request
-// read, and may wait on done, closed when the test ends. It returns the
-// upstream's URL and a channel that gets each request once it has been
-// read.
-func scriptedUpstream(t testing.TB, answer func(c net.Conn, req *http.Request, done <-chan struct{})) (*url.URL, <-chan *http.Request) {
-	t.Helper()
-	ln := listenLocal(t)
-	done := make(chan struct{})
-	reqs := make(chan *http.Request, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				go func() { <-done; c.Close() }()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				reqs <- req
-				answer(c, req, done)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-	})
-	return &url.URL{Scheme: "ws", Host: ln.Addr().String()}, reqs
-}
-
 // answer101 writes a valid 101 for req, with extra header lines (each
 // ending in CRLF) before the empty line.
 func answer101(c net.Conn, req *http.Request, extra string) {
 	c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
 		acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" + extra + "\r\n"))
+}
+
+// upgradeWaiting sends an upgrade request to the proxy at addr and returns
+// once the upstream has it (reqs, from scriptedUpstream).
+func upgradeWaiting(t *testing.T, addr string, reqs <-chan *http.Request) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, br := dialTCP(t, addr)
+	conn.Write(upgradeRequest(t, addr, nil))
+	select {
+	case <-reqs:
+	case <-time.After(testTimeout):
+		t.Fatal("upstream: got no request; want one")
+	}
+	return conn, br
 }
 
 // An upgrade attempt that Shutdown cuts while its upstream has not
@@ -80,13 +58,7 @@ func TestLaneShutdownDuringUpstreamHandshake(t *testing.T) {
 				p.Events = ev
 				p.HandshakeTimeout = 30 * time.Second
 			})
-			conn, _ := dialTCP(t, addr)
-			conn.Write(upgradeRequest(t, addr, nil))
-			select {
-			case <-reqs:
-			case <-time.After(testTimeout):
-				t.Fatal("upstream: got no request; want one")
-			}
+			upgradeWaiting(t, addr, reqs)
 			p.Close()
 			e := ev.waitOne(t, proxy.EventRefused, 0)
 			if e.Session != 1 || e.Refusal != proxy.RefusedUnreachable || e.Status != http.StatusBadGateway {
@@ -250,13 +222,7 @@ func TestLaneRulesLoadedDuringHandshake(t *testing.T) {
 				<-done
 			})
 			addr, p, ev := startRules(t, up, nil, path.opt)
-			conn, br := dialTCP(t, addr)
-			conn.Write(upgradeRequest(t, addr, nil))
-			select {
-			case <-reqs:
-			case <-time.After(testTimeout):
-				t.Fatal("upstream: got no request; want one")
-			}
+			conn, br := upgradeWaiting(t, addr, reqs)
 			p.SetRules(compileRules(t, false, closeOnConnect("at-connect")))
 			close(loaded)
 			resp, err := http.ReadResponse(br, nil)
@@ -289,13 +255,7 @@ func TestLaneClientResetDuringHandshake(t *testing.T) {
 				p.Events = ev
 				p.Logger = log
 			})
-			conn, _ := dialTCP(t, addr)
-			conn.Write(upgradeRequest(t, addr, nil))
-			select {
-			case <-reqs:
-			case <-time.After(testTimeout):
-				t.Fatal("upstream: got no request; want one")
-			}
+			conn, _ := upgradeWaiting(t, addr, reqs)
 			conn.(*net.TCPConn).SetLinger(0)
 			conn.Close()
 			time.Sleep(300 * time.Millisecond) // for the reset to arrive

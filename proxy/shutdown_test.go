@@ -4,18 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 
+	"github.com/wschaos/wschaos/internal/stalled"
 	"github.com/wschaos/wschaos/proxy"
 )
 
@@ -239,42 +238,11 @@ func TestShutdownDoesNotSplitAFrameInTransit(t *testing.T) {
 	}
 }
 
-// stalledUpstream returns the address of a loopback listener that never
-// accepts and whose queue is full: a connect to it stays under way (the
-// kernel drops its SYNs), with no packet leaving loopback.
-func stalledUpstream(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for range 4 { // fill the queue: these complete and are never accepted
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			break
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	return addr
-}
-
 // Shutdown ends an upstream dial under way, in its TCP connect or in its
 // handshake, instead of waiting for the handshake timeout.
 func TestShutdownEndsDials(t *testing.T) {
 	stalled := func(t *testing.T) (string, <-chan struct{}) {
-		addr := stalledUpstream(t)
+		addr := stalled.Listener(t).String()
 		dialed := make(chan struct{})
 		// The SYN cannot be seen: give the proxy time to send it.
 		time.AfterFunc(300*time.Millisecond, func() { close(dialed) })

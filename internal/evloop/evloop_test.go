@@ -9,13 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wschaos/wschaos/internal/stalled"
 )
 
 // TestMain leaves a P free beside the most loops a test starts, as a
@@ -201,40 +202,8 @@ func TestDialRefused(t *testing.T) {
 	}
 }
 
-// stalledListener returns a loopback address whose listener never
-// accepts and whose queue is full: a connect to it stays in progress (the
-// kernel drops its SYNs), on loopback only.
-func stalledListener(t *testing.T) netip.AddrPort {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := tcpAddr(sa).(*net.TCPAddr).AddrPort()
-	// Fill the queue: these complete, and are never accepted.
-	for range 4 {
-		c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond)
-		if err != nil {
-			break // the queue is full
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	return addr
-}
-
 func TestDialContext(t *testing.T) {
-	addr := stalledListener(t)
+	addr := stalled.Listener(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
