@@ -48,7 +48,8 @@ type lanes struct {
 	p     *Proxy
 	g     *evloop.Group
 	q     *evloop.Queue
-	lfd   int
+	lfd   int // a copy of the listener's socket, the loops' own
+	once  sync.Once
 	laddr net.Addr
 	up    netip.AddrPort
 	loops []*laneLoop
@@ -113,7 +114,18 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 		g.Close()
 		return nil, err
 	}
-	ls := &lanes{p: p, g: g, q: q, lfd: lfd, laddr: ln.Addr(), up: up}
+	// The loops accept on a copy of the listening socket, and the listener
+	// is closed: the runtime's netpoller, which had the original in its
+	// set, would otherwise wake a thread for every connection, with no
+	// goroutine to give it to.
+	dfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(lfd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		g.Close()
+		q.Close()
+		return nil, fmt.Errorf("loops: dup the listener: %w", errno)
+	}
+	ln.Close()
+	ls := &lanes{p: p, g: g, q: q, lfd: int(dfd), laddr: ln.Addr(), up: up}
 	for _, l := range g.Loops() {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
 			sess: map[*laneSession]struct{}{}}
@@ -172,6 +184,7 @@ func (ls *lanes) stopAccepting() {
 				fmt.Errorf("dial %s: %w", joinURL(ls.p.Upstream, c.req.URL).Redacted(), ErrServerClosed), "")
 		}
 	})
+	ls.closeListener()
 }
 
 // stop ends the loops; every session has left them or ended by then.
@@ -183,6 +196,13 @@ func (ls *lanes) stop() {
 	})
 	ls.g.Close()
 	ls.q.Close()
+	ls.closeListener()
+}
+
+// closeListener closes the loops' copy of the listening socket, once it
+// is out of every loop's set (stopAccepting) or the loops have stopped.
+func (ls *lanes) closeListener() {
+	ls.once.Do(func() { syscall.Close(ls.lfd) })
 }
 
 // laneAcceptor is the listening socket's handler on one loop.

@@ -4,6 +4,7 @@ package proxy_test
 
 import (
 	"net"
+	"net/url"
 	"testing"
 
 	"github.com/gobwas/ws"
@@ -53,5 +54,27 @@ func TestLaneKeepAliveOnceQuiet(t *testing.T) {
 	}
 	if got := proxy.OnLoop(p); got != 1 {
 		t.Errorf("sessions on loops: got %d; want 1", got)
+	}
+}
+
+// TestLaneListenerClosedOnShutdown checks that the loops' copy of the
+// listening socket is closed with the proxy: a connect after Close is
+// refused, as it is on goroutines.
+func TestLaneListenerClosedOnShutdown(t *testing.T) {
+	for _, path := range bothPaths {
+		t.Run(path.name, func(t *testing.T) {
+			up := startRawUpstream(t, rawUpstreamOptions{})
+			addr, p := startProxy(t, up.URL, path.opt)
+			client, _ := dialRaw(t, addr, nil, nil)
+			client.Close()
+			if err := p.Close(); err != nil {
+				t.Fatalf("Close: got %v; want nil", err)
+			}
+			u, _ := url.Parse(addr)
+			if c, err := net.DialTimeout("tcp", u.Host, testTimeout); err == nil {
+				c.Close()
+				t.Errorf("dial after Close: got a connection; want it refused")
+			}
+		})
 	}
 }
