@@ -646,15 +646,6 @@ func (c *laneConn) openOnGoroutines(s *session, ls *laneSession, answer, upendin
 	})
 }
 
-// captureConn records what is written to it: the client's 101, which
-// gobwas/ws's HTTPUpgrader writes, before the loop sends it.
-type captureConn struct {
-	net.Conn
-	b []byte
-}
-
-func (c *captureConn) Write(b []byte) (int, error) { c.b = append(c.b, b...); return len(b), nil }
-
 // leaveAll has every session on the loops leave them, and waits.
 func (ls *lanes) leaveAll() {
 	var mu sync.Mutex
@@ -684,7 +675,3 @@ func (ls *lanes) abortAll() {
 		}
 	})
 }
-
-func (c *captureConn) SetDeadline(time.Time) error      { return nil }
-func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }

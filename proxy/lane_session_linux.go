@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"net"
@@ -91,10 +90,6 @@ type laneDir struct {
 	stuck      bool   // src sent something only the copiers handle: leave the lane
 }
 
-// noReader is the hijacker's reader for the 101 a loop writes: the
-// upgrader reads nothing from it.
-var noReader = bufio.NewReaderSize(bytes.NewReader(nil), 16)
-
 // laneSide is a socket's handler while its session is on the loop.
 type laneSide struct {
 	ls *laneSession
@@ -157,12 +152,9 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		refused(http.StatusServiceUnavailable, RefusedClient, "shutting down")
 		return nil
 	}
-	cc := &captureConn{}
-	u := ws.HTTPUpgrader{Header: answer}
-	// The upgrader reads nothing: the request is read; it writes through
-	// the hijacker's writer into cc.
-	hj := &hijacker{conn: cc, br: noReader, bw: bufio.NewWriterSize(cc, 256)}
-	if _, _, _, err := u.Upgrade(c.req, hj); err != nil {
+	// The client's 101 is the one gobwas/ws's HTTPUpgrader writes on
+	// goroutines; a request that upgrader refuses is refused here.
+	if err := upgradeRefusal(c.req); err != nil {
 		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Error(err))
 		gone()
 		p.dropSession(s)
@@ -171,7 +163,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		return nil
 	}
 	if len(p.engine.gen.Load().rules) > 0 {
-		c.openOnGoroutines(s, ls, cc.b, upending)
+		c.openOnGoroutines(s, ls, appendUpgradeAnswer(nil, c.req, answer), upending)
 		return nil
 	}
 	for i := range ls.dirs {
@@ -194,9 +186,13 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		ls.dirs[1].carry = append([]byte(nil), upending...)
 	}
 	// The 101 goes out first; a client that takes less of it than that
-	// gets the rest before any frame.
-	ls.dirs[1].out = cc.b
-	ls.dirs[1].flush()
+	// gets the rest before any frame. It is made in the loop's buffer,
+	// unused until run reads, and kept in its own if it is not all taken.
+	d := &ls.dirs[1]
+	d.out = appendUpgradeAnswer(ll.buf[:0], c.req, answer)
+	if !d.flush() {
+		d.out = append([]byte(nil), d.out...)
+	}
 	s.mu.Lock()
 	s.opened = true
 	s.mu.Unlock()
