@@ -66,7 +66,7 @@ func startProxyOn(t testing.TB, ln net.Listener, upstream *url.URL, opts ...func
 		Upstream:         upstream,
 		HandshakeTimeout: testTimeout,
 		Logger:           testLogger(t),
-		Loops:            testLoops,
+		Loops:            testLoops(),
 	}
 	for _, o := range opts {
 		o(p)
