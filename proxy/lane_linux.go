@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -104,6 +105,9 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 	up, lfd, ok := p.eligibleForLanes(ln)
 	if !ok {
 		return nil, nil
+	}
+	if runtime.GOMAXPROCS(0) < p.Loops+1 {
+		runtime.GOMAXPROCS(p.Loops + 1) // a P for everything but the loops
 	}
 	g, err := evloop.NewGroup(p.Loops)
 	if err != nil {

@@ -5,7 +5,9 @@ package proxy_test
 import (
 	"net"
 	"net/url"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -74,6 +76,32 @@ func TestLaneListenerClosedOnShutdown(t *testing.T) {
 			if c, err := net.DialTimeout("tcp", u.Host, testTimeout); err == nil {
 				c.Close()
 				t.Errorf("dial after Close: got a connection; want it refused")
+			}
+		})
+	}
+}
+
+// TestLoopsRaiseGOMAXPROCS checks that Serve leaves a P for everything but
+// the loops when it starts them, and only then.
+func TestLoopsRaiseGOMAXPROCS(t *testing.T) {
+	old := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(old) })
+	tests := []struct {
+		name string
+		opt  func(*proxy.Proxy)
+		want int
+	}{
+		{"loops that do not apply (an idle timeout)", func(p *proxy.Proxy) { p.Loops, p.IdleTimeout = old+1, time.Hour }, old},
+		{"loops that apply", func(p *proxy.Proxy) { p.Loops = old + 1 }, old + 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.GOMAXPROCS(old)
+			up := startRawUpstream(t, rawUpstreamOptions{})
+			_, p := startProxy(t, up.URL, tc.opt)
+			waitUntil(t, "the proxy is ready", p.Ready)
+			if got := runtime.GOMAXPROCS(0); got != tc.want {
+				t.Errorf("GOMAXPROCS: got %d; want %d", got, tc.want)
 			}
 		})
 	}

@@ -106,8 +106,9 @@ type Proxy struct {
 	// net.Listen or Listen, an upstream given as ws:// and an IP address,
 	// and no TLSConfig, NetDial, IdleTimeout or MaxFrameSize; while rules
 	// are loaded, new sessions start on goroutines. A loop keeps its P
-	// while it waits: GOMAXPROCS should be one more than Loops. Zero means
-	// no loops: every session runs on goroutines.
+	// while it waits, so Serve raises GOMAXPROCS to one more than Loops
+	// when it starts them, if it is lower: timers and goroutines need a P
+	// of their own. Zero means no loops: every session runs on goroutines.
 	Loops int
 
 	// TLSConfig makes the proxy serve TLS (wss://) on its listener itself,

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"runtime"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -215,10 +214,6 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Seed:             seed,
 		Logger:           log,
 		Events:           events,
-	}
-	if n := cfg.Proxy.Loops; n > 0 && runtime.GOMAXPROCS(0) < n+1 {
-		// A loop keeps its P while it waits: one more for everything else.
-		runtime.GOMAXPROCS(n + 1)
 	}
 	metrics := control.NewMetrics(p.Stats)
 	p.Events = proxy.Sinks{events, metrics}
