@@ -59,6 +59,35 @@ func TestLaneKeepAliveOnceQuiet(t *testing.T) {
 	}
 }
 
+// TestLaneSweepsEndOnceKeptAlive checks that a loop stops sweeping once
+// every session it relays has keep-alive on, and sweeps again for a new
+// one: a sweep due every half second would keep an idle proxy's loop out
+// of its idle wait (each timer run starts idleWaits raw waits again).
+func TestLaneSweepsEndOnceKeptAlive(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	ln := listenProxy(t)
+	addr, p := startProxyOn(t, ln, up.URL, onLoops)
+	keptAlive := func(client, upstream *rawConn) func() bool {
+		return func() bool {
+			return keepAliveOf(t, ln.Addr(), client.LocalAddr()) == 1 &&
+				keepAliveOf(t, upstream.RemoteAddr(), upstream.LocalAddr()) == 1
+		}
+	}
+	for i := range 2 {
+		client, _ := dialRaw(t, addr, nil, nil)
+		upstream := up.accept(t)
+		if !proxy.SweepDue(p) {
+			t.Errorf("session %d: got no sweep due on its loop; want one", i)
+		}
+		waitUntil(t, "keep-alive on both connections", keptAlive(client, upstream))
+		waitUntil(t, "no sweep due once every session has keep-alive", func() bool { return !proxy.SweepDue(p) })
+	}
+	if got := proxy.OnLoop(p); got != 2 {
+		t.Errorf("sessions on loops: got %d; want 2", got)
+	}
+}
+
 // TestLaneListenerClosedOnShutdown checks that the loops' copy of the
 // listening socket is closed with the proxy: a connect after Close is
 // refused, as it is on goroutines.

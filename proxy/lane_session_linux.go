@@ -43,9 +43,13 @@ type laneSession struct {
 const laneSweepEvery = sweepEvery
 
 // sweep turns keep-alive on for the loop's sessions that have fallen
-// quiet, and looks again later while the loop has sessions.
+// quiet, and looks again later while a session has it off. A session
+// never has it turned off again: once every one has it, sweeping stops,
+// or a timer due every half second would keep an idle loop out of its
+// idle wait; a new session starts it again (armSweep).
 func (ll *laneLoop) sweep() {
 	ll.sweeping = nil
+	waiting := false
 	for ls := range ll.sess {
 		if ls.keptAlive {
 			continue
@@ -53,18 +57,23 @@ func (ll *laneLoop) sweep() {
 		n := ls.s.client.frames.Load() + ls.s.upstream.frames.Load()
 		if n != ls.seen {
 			ls.seen, ls.quiet = n, 0
+			waiting = true
 			continue
 		}
-		if ls.quiet++; ls.quiet >= 2 {
-			ls.keptAlive = true
-			for _, fd := range ls.fds {
-				if fd >= 0 {
-					evloop.KeepAlive(fd)
-				}
+		if ls.quiet++; ls.quiet < 2 {
+			waiting = true
+			continue
+		}
+		ls.keptAlive = true
+		for _, fd := range ls.fds {
+			if fd >= 0 {
+				evloop.KeepAlive(fd)
 			}
 		}
 	}
-	ll.armSweep()
+	if waiting {
+		ll.armSweep()
+	}
 }
 
 // armSweep schedules the next sweep, if the loop has sessions and none is

@@ -98,7 +98,8 @@ func NewGroup(n int) (*Group, error) {
 	return g, nil
 }
 
-// Close stops the loops; every handler still registered is told. Conns
+// Close stops the loops; work queued on them runs, and then every handler
+// still registered is told. Conns
 // handed to goroutines are not the loops' any more and stay open.
 func (g *Group) Close() error {
 	g.once.Do(func() {
@@ -248,16 +249,22 @@ func (l *Loop) runWork() {
 	l.spare = work
 }
 
-// closeAll ends every socket still registered, when the loop stops.
+// closeAll ends every socket still registered, when the loop stops. Work
+// queued until then runs first: Submit reported it queued, and its caller
+// may be waiting for it.
 func (l *Loop) closeAll() {
+	l.mu.Lock()
+	l.exited = true
+	work := l.work
+	l.work = nil
+	syscall.Close(l.efd)
+	l.mu.Unlock()
+	for _, f := range work {
+		f()
+	}
 	for fd, h := range l.fds {
 		h.Stopped()
 		delete(l.fds, fd)
 	}
-	l.mu.Lock()
-	l.exited = true
-	l.work = nil
-	syscall.Close(l.efd)
-	l.mu.Unlock()
 	syscall.Close(l.epfd)
 }

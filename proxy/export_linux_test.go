@@ -1,0 +1,23 @@
+//go:build linux
+
+package proxy
+
+import "sync/atomic"
+
+// SweepDue reports whether one of p's loops has a keep-alive sweep
+// scheduled.
+func SweepDue(p *Proxy) bool {
+	p.mu.Lock()
+	ls := p.lanes
+	p.mu.Unlock()
+	if ls == nil {
+		return false
+	}
+	var due atomic.Bool
+	ls.onLoops(func(ll *laneLoop) {
+		if ll.sweeping != nil {
+			due.Store(true)
+		}
+	})
+	return due.Load()
+}

@@ -1,0 +1,217 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wschaos/wschaos/proxy"
+	"github.com/wschaos/wschaos/rules"
+)
+
+// manyOnLoops opens n sessions through a proxy with one loop in front of
+// an echo upstream, checks that they are on the loops, and returns their
+// clients.
+func manyOnLoops(t *testing.T, n int, opts ...func(*proxy.Proxy)) (string, *proxy.Proxy, *eventLog, []*rawConn) {
+	t.Helper()
+	up := startGorillaEcho(t)
+	addr, p, ev := startRules(t, up, nil, append([]func(*proxy.Proxy){onLoops}, opts...)...)
+	clients := make([]*rawConn, n)
+	for i := range clients {
+		clients[i], _ = dialRaw(t, addr, nil, nil)
+	}
+	for _, c := range clients {
+		c.writeFrame(t, true, ws.OpText, []byte("hi"))
+		c.expectText(t, "echo", "hi")
+	}
+	if got := proxy.OnLoop(p); got != n {
+		t.Fatalf("sessions on loops: got %d; want %d", got, n)
+	}
+	return addr, p, ev, clients
+}
+
+// within runs f and fails the test if it does not return within d.
+func within(t *testing.T, what string, d time.Duration, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s: got no return within %v\n%s", what, d, proxyStacks())
+	}
+}
+
+// answerAll has every client answer the close frame it gets, in parallel.
+func answerAll(t *testing.T, clients []*rawConn, code ws.StatusCode) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() {
+			f, err := c.tryReadFrame(testTimeout)
+			if err != nil || f.Header.OpCode != ws.OpClose {
+				t.Errorf("client: got %v (%v); want a close frame", f.Header.OpCode, err)
+				return
+			}
+			if got, _ := ws.ParseCloseFrameData(f.Payload); got != code {
+				t.Errorf("close code: got %v; want %v", got, code)
+			}
+			c.Write(c.frame(true, ws.OpClose, f.Payload))
+		})
+	}
+	wg.Wait()
+}
+
+// TestLaneManyInjectMatching closes every session of a loop by hand, as
+// the control plane's "close all": each leaves its loop, gets its close
+// frame, and ends once, counted.
+func TestLaneManyInjectMatching(t *testing.T) {
+	checkGoroutines(t)
+	const n = 300
+	_, p, ev, clients := manyOnLoops(t, n)
+	var got int
+	within(t, "InjectMatching", 3*testTimeout, func() {
+		got = p.InjectMatching(nil, proxy.Manual{Action: rules.Close, Code: 4000, Reason: "all"})
+	})
+	if got != n {
+		t.Errorf("InjectMatching: got %d; want %d", got, n)
+	}
+	answerAll(t, clients, 4000)
+	ev.waitN(t, proxy.EventClosed, 0, n)
+	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })
+	if st := p.Stats(); st.Total != n {
+		t.Errorf("Stats.Total: got %d; want %d", st.Total, n)
+	}
+}
+
+// TestLaneManySetRules loads rules over a loop's sessions: every one
+// leaves the loop for the copiers, and goes on relaying.
+func TestLaneManySetRules(t *testing.T) {
+	checkGoroutines(t)
+	const n = 300
+	_, p, _, clients := manyOnLoops(t, n)
+	set := compileRules(t, false, rules.Spec{Name: "late", AfterMessages: ptr(int64(1000)), Action: "close", Code: int64(4001)})
+	within(t, "SetRules", 3*testTimeout, func() { p.SetRules(set) })
+	if got := proxy.OnLoop(p); got != 0 {
+		t.Errorf("sessions on loops after SetRules: got %d; want 0", got)
+	}
+	for _, c := range clients {
+		c.writeFrame(t, true, ws.OpText, []byte("again"))
+		c.expectText(t, "echo", "again")
+	}
+}
+
+// TestLaneManyShutdown shuts down a proxy whose loop relays many idle
+// sessions: each gets 1001 and ends, counted, and nothing is left running.
+func TestLaneManyShutdown(t *testing.T) {
+	checkGoroutines(t)
+	const n = 300
+	_, p, ev, clients := manyOnLoops(t, n)
+	var wg sync.WaitGroup
+	wg.Go(func() { answerAll(t, clients, 1001) })
+	within(t, "Shutdown", 3*testTimeout, func() {
+		if err := p.Shutdown(testContext(t)); err != nil {
+			t.Errorf("Shutdown: got %v; want nil", err)
+		}
+	})
+	wg.Wait()
+	ev.waitN(t, proxy.EventClosed, 0, n)
+	if st := p.Stats(); st.Active != 0 || st.Total != n {
+		t.Errorf("Stats: got %+v; want Active 0, Total %d", st, n)
+	}
+}
+
+// TestLaneManyClose closes a proxy whose loop relays many idle sessions.
+func TestLaneManyClose(t *testing.T) {
+	checkGoroutines(t)
+	const n = 300
+	_, p, ev, _ := manyOnLoops(t, n)
+	within(t, "Close", 3*testTimeout, func() { p.Close() })
+	ev.waitN(t, proxy.EventClosed, 0, n)
+	if st := p.Stats(); st.Active != 0 || st.Total != n {
+		t.Errorf("Stats: got %+v; want Active 0, Total %d", st, n)
+	}
+}
+
+// TestLaneManyEveryReload loads an every rule over a loop's sessions: its
+// tick closes each of them.
+func TestLaneManyEveryReload(t *testing.T) {
+	checkGoroutines(t)
+	const n = 300
+	_, p, ev, clients := manyOnLoops(t, n)
+	within(t, "SetRules", 3*testTimeout, func() {
+		p.SetRules(compileRules(t, false, rules.Spec{Name: "tick", Every: "300ms", Action: "close", Code: int64(4000)}))
+	})
+	answerAll(t, clients, 4000)
+	ev.waitN(t, proxy.EventClosed, 0, n)
+	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })
+}
+
+// TestLaneManyStatsWhileLeaving reads Stats and Sessions while a loop's
+// sessions leave it and end.
+func TestLaneManyStatsWhileLeaving(t *testing.T) {
+	const n = 300
+	_, p, ev, clients := manyOnLoops(t, n)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			st := p.Stats()
+			if st.Active > n || st.Total != n {
+				t.Errorf("Stats: got %+v; want Active at most %d, Total %d", st, n, n)
+				return
+			}
+			if got := len(p.Sessions()); got > n {
+				t.Errorf("Sessions: got %d; want at most %d", got, n)
+				return
+			}
+		}
+	})
+	var got int
+	within(t, "InjectMatching", 3*testTimeout, func() {
+		got = p.InjectMatching(nil, proxy.Manual{Action: rules.Reset})
+	})
+	close(stop)
+	wg.Wait()
+	if got != n {
+		t.Errorf("InjectMatching: got %d; want %d", got, n)
+	}
+	for _, c := range clients {
+		c.expectEnd(t)
+	}
+	ev.waitN(t, proxy.EventClosed, 0, n)
+	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })
+}
+
+// TestLaneIdleLoopRelaysAndTimes checks a loop that has gone to its idle
+// wait, its one session quiet and kept alive: a frame still goes through,
+// and the close handshake's timer still ends the session.
+func TestLaneIdleLoopRelaysAndTimes(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	addr, p, ev := startRules(t, up.URL, nil, onLoops)
+	client, _ := dialRaw(t, addr, nil, nil)
+	upstream := up.accept(t)
+	waitUntil(t, "no sweep due", func() bool { return !proxy.SweepDue(p) })
+	time.Sleep(time.Second) // idle
+	client.writeFrame(t, true, ws.OpText, []byte("wake"))
+	upstream.expectText(t, "upstream", "wake")
+	time.Sleep(time.Second) // idle again
+	if err := client.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The FIN is mirrored; the upstream says nothing more, and closeGrace
+	// later the proxy closes its connection.
+	upstream.expectEnd(t)
+	ev.waitOne(t, proxy.EventClosed, 0)
+}
