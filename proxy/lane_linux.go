@@ -280,9 +280,6 @@ func (c *laneConn) Ready(events uint32) {
 		if errno == syscall.EAGAIN {
 			break
 		}
-		if errno == syscall.EINTR {
-			continue
-		}
 		if errno != 0 || n == 0 {
 			c.fail()
 			return
@@ -483,9 +480,6 @@ func (d *laneDialer) Ready(events uint32) {
 		n, errno := evloop.Read(c.ufd, buf)
 		if errno == syscall.EAGAIN {
 			return
-		}
-		if errno == syscall.EINTR {
-			continue
 		}
 		if errno != 0 || n == 0 {
 			err := error(io.ErrUnexpectedEOF)

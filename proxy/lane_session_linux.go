@@ -239,9 +239,6 @@ func (d *laneDir) relay(trustShort bool) {
 		d.carry = d.carry[:0]
 		n, errno := evloop.Read(ls.fds[d.src], buf[k:])
 		switch {
-		case errno == syscall.EINTR:
-			d.carry = append(d.carry, buf[:k]...)
-			continue
 		case errno == syscall.EAGAIN:
 			d.more = false
 			n = 0
@@ -358,9 +355,6 @@ func (d *laneDir) flush() bool {
 	ls := d.ls
 	for len(d.out) > 0 {
 		n, errno := evloop.Write(ls.fds[d.dst], d.out)
-		if errno == syscall.EINTR {
-			continue
-		}
 		if errno == syscall.EAGAIN {
 			return false
 		}

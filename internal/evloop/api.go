@@ -62,21 +62,31 @@ func NewConn(fd int, laddr, raddr net.Addr) (*Conn, error) { return newConn(fd, 
 // non-blocking, with TCP_NODELAY.
 func Accept(lfd int) (int, net.Addr, syscall.Errno) { return rawAccept(lfd) }
 
-// Read reads from fd into b.
+// Read reads from fd into b, again if a signal interrupted it.
 func Read(fd int, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, 0
 	}
-	return rawRead(fd, b)
+	for {
+		n, errno := rawRead(fd, b)
+		if errno != syscall.EINTR {
+			return n, errno
+		}
+	}
 }
 
-// Write writes b to fd, as much as the socket takes.
+// Write writes b to fd, as much as the socket takes, again if a signal
+// interrupted it.
 func Write(fd int, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, 0
 	}
-	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(n), errno
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if errno != syscall.EINTR {
+			return int(n), errno
+		}
+	}
 }
 
 // Close closes fd.
