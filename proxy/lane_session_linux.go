@@ -86,17 +86,16 @@ func (ll *laneLoop) armSweep() {
 
 // laneDir is one direction of a lane session.
 type laneDir struct {
-	ls         *laneSession
-	c          *copier
-	src, dst   int    // indexes into fds
-	carry      []byte // read, not yet relayed: a partial header or close frame, or all from a hand-off's boundary
-	rem        int64  // payload bytes of the frame under way still to relay
-	out        []byte // relayed bytes dst's socket did not take yet
-	more       bool   // src may hold bytes not read yet
-	ended      bool   // src's read side ended
-	finPending bool   // mirror src's FIN once out is written
-	closeOut   bool   // out ends with src's close frame: closeRelayed once it is written
-	stuck      bool   // src sent something only the copiers handle: leave the lane
+	ls       *laneSession
+	c        *copier
+	src, dst int    // indexes into fds
+	carry    []byte // read, not yet relayed: a partial header or close frame, or all from a hand-off's boundary
+	rem      int64  // payload bytes of the frame under way still to relay
+	out      []byte // relayed bytes dst's socket did not take yet
+	more     bool   // src may hold bytes not read yet
+	ended    bool   // src's read side ended
+	closeOut bool   // out ends with src's close frame: closeRelayed once it is written
+	stuck    bool   // src sent something only the copiers handle: leave the lane
 }
 
 // laneSide is a socket's handler while its session is on the loop.
@@ -360,15 +359,10 @@ func (d *laneDir) flush() bool {
 		}
 		if errno != 0 {
 			// dst is gone; reading it tells how, and that is mirrored.
-			d.out, d.finPending = nil, false
 			ls.arm(closeGrace)
 			break
 		}
 		d.out = d.out[n:]
-	}
-	if d.finPending {
-		d.finPending = false
-		evloop.CloseWrite(ls.fds[d.dst])
 	}
 	d.out = nil
 	if d.closeOut {
@@ -379,7 +373,8 @@ func (d *laneDir) flush() bool {
 }
 
 // readEnded mirrors how src's connection ended (copier.ended, for the
-// loop): errno 0 is a FIN.
+// loop): errno 0 is a FIN. relay reads src only once dst has taken all it
+// relayed, so a FIN goes on at once.
 func (d *laneDir) readEnded(errno syscall.Errno) {
 	ls, s := d.ls, d.ls.s
 	src := d.c.src
@@ -390,11 +385,7 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 		if !src.sentClose.Load() {
 			s.setEnd(src.side.String(), "tcp closed without close frame", 0, "")
 		}
-		if d.out != nil {
-			d.finPending = true
-		} else {
-			evloop.CloseWrite(ls.fds[d.dst])
-		}
+		evloop.CloseWrite(ls.fds[d.dst])
 		ls.maybeFinish()
 		ls.arm(closeGrace)
 	case syscall.ECONNRESET:
@@ -415,10 +406,7 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 // maybeFinish closes both connections once each side has both sent and
 // received a close frame, or is gone.
 func (ls *laneSession) maybeFinish() {
-	done := func(p *peer) bool {
-		return p.gone.Load() || (p.sentClose.Load() && p.gotClose.Load())
-	}
-	if done(ls.s.client) && done(ls.s.upstream) {
+	if ls.s.closeHandshakeDone() {
 		ls.abort()
 	}
 }

@@ -398,12 +398,18 @@ func (s *session) sendClose(to *peer, code ws.StatusCode, reason string) {
 // received a close frame, or is gone (RFC 6455 section 7.1.1: the
 // server, which the proxy is to its client, closes TCP first).
 func (s *session) maybeFinish() {
+	if s.closeHandshakeDone() {
+		s.abort()
+	}
+}
+
+// closeHandshakeDone reports whether each side has both sent and received
+// a close frame, or is gone.
+func (s *session) closeHandshakeDone() bool {
 	done := func(p *peer) bool {
 		return p.gone.Load() || (p.sentClose.Load() && p.gotClose.Load())
 	}
-	if done(s.client) && done(s.upstream) {
-		s.abort()
-	}
+	return done(s.client) && done(s.upstream)
 }
 
 // abort closes both connections; the copiers then end.
