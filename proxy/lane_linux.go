@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gobwas/httphead"
+	"github.com/gobwas/ws"
 	"go.uber.org/zap"
 
 	"github.com/wschaos/wschaos/internal/evloop"
@@ -275,6 +276,7 @@ func (c *laneConn) Ready(events uint32) {
 	}
 	buf := c.ll.buf
 	trust := events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0
+	i := -1 // where the head ends, once it has; bytes before this event had not
 	for {
 		n, errno := evloop.Read(c.fd, buf)
 		if errno == syscall.EAGAIN {
@@ -286,11 +288,10 @@ func (c *laneConn) Ready(events uint32) {
 		}
 		c.head = append(c.head, buf[:n]...)
 		c.cdrained = trust && n < len(buf)
-		if bytes.Contains(c.head, []byte("\r\n\r\n")) || len(c.head) > maxHeadSize || c.cdrained {
+		if i = bytes.Index(c.head, []byte("\r\n\r\n")); i >= 0 || len(c.head) > maxHeadSize || c.cdrained {
 			break
 		}
 	}
-	i := bytes.Index(c.head, []byte("\r\n\r\n"))
 	if i < 0 && len(c.head) <= maxHeadSize {
 		return // more to come
 	}
@@ -491,16 +492,16 @@ func (d *laneDialer) Ready(events uint32) {
 		}
 		c.uhead = append(c.uhead, buf[:n]...)
 		c.udrained = trust && n < len(buf)
-		if n := answerHeadLen(c.uhead); n >= 0 {
-			c.answered(n)
-			return
-		}
 		// gobwas/ws judges the answer line by line: a status other than
 		// 101, or a line it refuses, decides before the head's end. Its
 		// head has no size limit but the handshake timeout, as the
 		// Dialer's.
-		if _, _, err := checkUpgradeAnswer(c.uhead, c.nonce[:], c.protos, c.exts); err != errAnswerIncomplete {
-			c.answered(len(c.uhead))
+		head := c.uhead
+		if n := answerHeadLen(c.uhead); n >= 0 {
+			head = c.uhead[:n]
+		}
+		if hs, answer, err := checkUpgradeAnswer(head, c.nonce[:], c.protos, c.exts); err != errAnswerIncomplete {
+			c.answered(len(head), hs, answer, err)
 			return
 		}
 		if c.udrained {
@@ -509,11 +510,11 @@ func (d *laneDialer) Ready(events uint32) {
 	}
 }
 
-// answered checks the upstream's answer, whose head is c.uhead[:n], or
-// as much of it as decides that it is refused.
-func (c *laneConn) answered(n int) {
+// answered acts on the upstream's answer, whose head is c.uhead[:n], or
+// as much of it as decides that it is refused, and on what
+// checkUpgradeAnswer made of it.
+func (c *laneConn) answered(n int, hs ws.Handshake, answer http.Header, err error) {
 	p := c.ll.ls.p
-	hs, answer, err := checkUpgradeAnswer(c.uhead[:n], c.nonce[:], c.protos, c.exts)
 	var st *answerStatus
 	if errors.As(err, &st) {
 		c.statusAnswer(st.status)
