@@ -91,8 +91,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		}
 		conn.Close()
 		p.untrack(conn)
-		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: conn.RemoteAddr().String(),
-			Path: req.URL.Path, Query: req.URL.RawQuery, Status: status, Refusal: step, Why: why.Error()})
+		p.emitRefused(id, conn.RemoteAddr().String(), req, status, step, why.Error())
 	}
 
 	if err := checkUpgrade(req); err != nil {
@@ -272,6 +271,13 @@ func (e *upstreamStatusError) writeTo(w io.Writer) {
 		Close:         true,
 	}
 	resp.Write(w)
+}
+
+// emitRefused records that upgrade attempt id, req from client, was
+// refused at step, with status (0: none was sent) and why.
+func (p *Proxy) emitRefused(id uint64, client string, req *http.Request, status int, step, why string) {
+	p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: client,
+		Path: req.URL.Path, Query: req.URL.RawQuery, Status: status, Refusal: step, Why: why})
 }
 
 // dialUpstream opens the upstream session for req, carrying the path and

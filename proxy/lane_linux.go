@@ -401,8 +401,7 @@ func (c *laneConn) refuse(status int, step string, why error, msg string) {
 			zap.String("path", c.req.URL.Path), zap.Error(why))
 	}
 	c.fail()
-	p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
-		Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Status: status, Refusal: step, Why: why.Error()})
+	p.emitRefused(c.id, c.addr.String(), c.req, status, step, why.Error())
 }
 
 // dial starts the upstream's connection.
@@ -568,8 +567,7 @@ func (c *laneConn) statusAnswer(status int) {
 		cconn.Close()
 		p.log.Warn("upstream refused the session", zap.Uint64("session", id), zap.Stringer("client", addr),
 			zap.String("path", req.URL.Path), zap.Int("status", se.status), zap.Error(se))
-		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: id, Client: addr.String(),
-			Path: req.URL.Path, Query: req.URL.RawQuery, Status: se.status, Refusal: RefusedUpstream, Why: se.Error()})
+		p.emitRefused(id, addr.String(), req, se.status, RefusedUpstream, se.Error())
 		if tracked {
 			p.untrackDial(uconn)
 			p.untrack(cconn)
@@ -609,8 +607,7 @@ func (c *laneConn) openOnGoroutines(s *session, ls *laneSession, answer, upendin
 	refused := func(err error) {
 		s.lane.Store(nil)
 		p.dropSession(s)
-		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
-			Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Refusal: RefusedClient, Why: "answer client: " + err.Error()})
+		p.emitRefused(c.id, c.addr.String(), c.req, 0, RefusedClient, "answer client: "+err.Error())
 	}
 	if cerr != nil || uerr != nil {
 		if cerr == nil {

@@ -142,8 +142,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		evloop.Close(c.ufd)
 	}
 	refused := func(status int, step string, why string) {
-		p.emit(Event{Time: time.Now(), Kind: EventRefused, Session: c.id, Client: c.addr.String(),
-			Path: c.req.URL.Path, Query: c.req.URL.RawQuery, Status: status, Refusal: step, Why: why})
+		p.emitRefused(c.id, c.addr.String(), c.req, status, step, why)
 	}
 	// A refused session never ran on the loop: nothing may have it leave.
 	gone := func() {
