@@ -21,3 +21,6 @@ func SweepDue(p *Proxy) bool {
 	})
 	return due.Load()
 }
+
+// HeaderAt parses a frame header from bytes, as a loop does.
+var HeaderAt = headerAt

@@ -3,6 +3,8 @@
 package proxy_test
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"net/url"
 	"runtime"
@@ -134,4 +136,42 @@ func TestLoopsRaiseGOMAXPROCS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHeaderAt checks that a loop reads a frame header from bytes as
+// gobwas/ws reads it from a stream, and that any shorter prefix is
+// reported as not whole yet.
+func TestHeaderAt(t *testing.T) {
+	tests := []ws.Header{
+		{Fin: true, OpCode: ws.OpText, Length: 5},
+		{Fin: true, OpCode: ws.OpText, Length: 125, Masked: true, Mask: [4]byte{1, 2, 3, 4}},
+		{Fin: false, OpCode: ws.OpBinary, Length: 126, Rsv: 4},
+		{Fin: true, OpCode: ws.OpContinuation, Length: 65535, Masked: true, Mask: [4]byte{9, 8, 7, 6}},
+		{Fin: true, OpCode: ws.OpBinary, Length: 65536},
+		{Fin: true, OpCode: ws.OpClose, Length: 1 << 40, Masked: true, Mask: [4]byte{0xff, 0, 0xff, 0}},
+	}
+	for _, want := range tests {
+		t.Run(fmt.Sprintf("%v/%d/masked=%v", want.OpCode, want.Length, want.Masked), func(t *testing.T) {
+			var b bytes.Buffer
+			if err := ws.WriteHeader(&b, want); err != nil {
+				t.Fatal(err)
+			}
+			raw := append(b.Bytes(), "payload"...)
+			got, size, ok, err := proxy.HeaderAt(raw)
+			if err != nil || !ok || size != b.Len() || got != want {
+				t.Errorf("HeaderAt: got %+v, size %d, ok %v, err %v; want %+v, size %d, ok true, nil", got, size, ok, err, want, b.Len())
+			}
+			for n := range b.Len() {
+				if _, _, ok, err := proxy.HeaderAt(raw[:n]); ok || err != nil {
+					t.Errorf("HeaderAt of %d of %d bytes: got ok %v, err %v; want not whole yet", n, b.Len(), ok, err)
+				}
+			}
+		})
+	}
+	t.Run("length with its top bit set", func(t *testing.T) {
+		raw := []byte{0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1}
+		if _, _, _, err := proxy.HeaderAt(raw); err != ws.ErrHeaderLengthMSB {
+			t.Errorf("HeaderAt: got %v; want %v", err, ws.ErrHeaderLengthMSB)
+		}
+	})
 }

@@ -588,21 +588,11 @@ func headerAt(b []byte) (h ws.Header, size int, ok bool, err error) {
 	if len(b) < 2 {
 		return h, 0, false, nil
 	}
-	size = 2
-	l := b[1] & 0x7f
-	switch l {
-	case 126:
-		size += 2
-	case 127:
-		size += 8
-	}
-	if b[1]&0x80 != 0 {
-		h.Masked = true
-		size += 4
-	}
-	if len(b) < size {
+	if size = headerSize(b[1]); len(b) < size {
 		return h, size, false, nil
 	}
+	l := b[1] & 0x7f
+	h.Masked = b[1]&0x80 != 0
 	h.Fin = b[0]&0x80 != 0
 	h.Rsv = (b[0] & 0x70) >> 4
 	h.OpCode = ws.OpCode(b[0] & 0x0f)

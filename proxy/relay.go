@@ -318,18 +318,24 @@ func headerBuffered(br *frameReader) bool {
 	if n < 2 {
 		return false
 	}
-	b := br.buffered()
+	return n >= headerSize(br.buffered()[1])
+}
+
+// headerSize returns the size of a frame header whose second byte is b1
+// (RFC 6455 section 5.2): the extended length and the mask key it says
+// follow.
+func headerSize(b1 byte) int {
 	size := 2
-	switch b[1] & 0x7f {
+	switch b1 & 0x7f {
 	case 126:
 		size += 2
 	case 127:
 		size += 8
 	}
-	if b[1]&0x80 != 0 {
+	if b1&0x80 != 0 {
 		size += 4
 	}
-	return n >= size
+	return size
 }
 
 // relayClose passes a close frame on unchanged, and remembers its code and
