@@ -649,12 +649,10 @@ func (ls *lanes) leaveAll() {
 	ls.onLoops(func(ll *laneLoop) {
 		for s := range ll.sess {
 			w := make(chan struct{})
-			s.waiters = append(s.waiters, w)
 			mu.Lock()
 			waits = append(waits, w)
 			mu.Unlock()
-			s.leaving = true
-			s.check()
+			s.leaveFor(w)
 		}
 	})
 	for _, w := range waits {

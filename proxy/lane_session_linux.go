@@ -274,6 +274,7 @@ func (d *laneDir) relay(trustShort bool) {
 // src's close frame.
 func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 	ls, s, src := d.ls, d.ls.s, d.c.src
+	debug := s.p.log.Core().Enabled(zap.DebugLevel)
 	pos := 0
 	for pos < len(b) {
 		if d.rem > 0 {
@@ -317,7 +318,7 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 		if h.Fin && !h.OpCode.IsControl() {
 			src.messages.Add(1)
 		}
-		if debugOn(s) {
+		if debug {
 			s.log(zap.DebugLevel, "frame", zap.Stringer("from", src.side), zap.Uint8("opcode", uint8(h.OpCode)),
 				zap.Bool("fin", h.Fin), zap.Uint8("rsv", h.Rsv), zap.Int64("length", h.Length))
 		}
@@ -326,8 +327,6 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 	}
 	return pos, false
 }
-
-func debugOn(s *session) bool { return s.p.log.Core().Enabled(zap.DebugLevel) }
 
 // closeRelayed moves the close handshake on once src's close frame has
 // been written (deliverClose, for the loop).
@@ -555,6 +554,14 @@ func (ls *laneSession) leave() {
 	})
 }
 
+// leaveFor has the session leave its loop; w is closed once it has, or
+// once the session has ended. On the loop only.
+func (ls *laneSession) leaveFor(w chan struct{}) {
+	ls.waiters = append(ls.waiters, w)
+	ls.leaving = true
+	ls.check()
+}
+
 // offLane returns once the session is not on a loop any more: it has left
 // its lane, which it is asked to, or ended. Called from goroutines before
 // anything acts on the session.
@@ -569,9 +576,7 @@ func (s *session) offLane() {
 			close(w)
 			return
 		}
-		ls.waiters = append(ls.waiters, w)
-		ls.leaving = true
-		ls.check()
+		ls.leaveFor(w)
 	}) {
 		return // the loops have stopped: so has the session
 	}

@@ -270,7 +270,7 @@ func (s *session) logEnd(end endInfo) {
 		return
 	}
 	p := fieldPool.Get().(*[]zap.Field)
-	fields := append((*p)[:0],
+	fields := append(s.fields((*p)[:0]),
 		zap.String("subprotocol", s.proto),
 		zap.Duration("duration", time.Since(s.start)),
 		zap.Uint64("client_frames", s.client.frames.Load()),
@@ -285,7 +285,7 @@ func (s *session) logEnd(end endInfo) {
 	if end.code != 0 {
 		fields = append(fields, zap.Int("close_code", int(end.code)), zap.String("close_reason", end.reason))
 	}
-	s.write(ce, fields)
+	ce.Write(fields...)
 	putFields(p, fields)
 }
 
@@ -324,10 +324,15 @@ func (s *session) log(lvl zapcore.Level, msg string, fields ...zap.Field) {
 // a pooled slice: zap's cores encode the fields before Write returns.
 func (s *session) write(ce *zapcore.CheckedEntry, fields []zap.Field) {
 	p := fieldPool.Get().(*[]zap.Field)
-	all := append((*p)[:0], zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
-	all = append(all, fields...)
+	all := append(s.fields((*p)[:0]), fields...)
 	ce.Write(all...)
 	putFields(p, all)
+}
+
+// fields appends the session's own fields (session, client, path), which
+// every line of it carries first, to dst.
+func (s *session) fields(dst []zap.Field) []zap.Field {
+	return append(dst, zap.Uint64("session", s.id), zap.String("client", s.clientAddr), zap.String("path", s.path))
 }
 
 // fieldPool holds the slices a line's fields are gathered in.
