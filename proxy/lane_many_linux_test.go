@@ -82,11 +82,7 @@ func TestLaneManyInjectMatching(t *testing.T) {
 		t.Errorf("InjectMatching: got %d; want %d", got, n)
 	}
 	answerAll(t, clients, 4000)
-	ev.waitN(t, proxy.EventClosed, 0, n)
-	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })
-	if st := p.Stats(); st.Total != n {
-		t.Errorf("Stats.Total: got %d; want %d", st.Total, n)
-	}
+	allEnded(t, p, ev, n)
 }
 
 // TestLaneManySetRules loads rules over a loop's sessions: every one
@@ -120,10 +116,7 @@ func TestLaneManyShutdown(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	ev.waitN(t, proxy.EventClosed, 0, n)
-	if st := p.Stats(); st.Active != 0 || st.Total != n {
-		t.Errorf("Stats: got %+v; want Active 0, Total %d", st, n)
-	}
+	allEnded(t, p, ev, n)
 }
 
 // TestLaneManyClose closes a proxy whose loop relays many idle sessions.
@@ -132,10 +125,7 @@ func TestLaneManyClose(t *testing.T) {
 	const n = 300
 	_, p, ev, _ := manyOnLoops(t, n)
 	within(t, "Close", 3*testTimeout, func() { p.Close() })
-	ev.waitN(t, proxy.EventClosed, 0, n)
-	if st := p.Stats(); st.Active != 0 || st.Total != n {
-		t.Errorf("Stats: got %+v; want Active 0, Total %d", st, n)
-	}
+	allEnded(t, p, ev, n)
 }
 
 // TestLaneManyEveryReload loads an every rule over a loop's sessions: its
@@ -214,4 +204,16 @@ func TestLaneIdleLoopRelaysAndTimes(t *testing.T) {
 	// later the proxy closes its connection.
 	upstream.expectEnd(t)
 	ev.waitOne(t, proxy.EventClosed, 0)
+}
+
+// allEnded waits for n session-ended events and for no session to be
+// open (a session is forgotten right after its event), and checks that
+// the proxy counted n sessions in all.
+func allEnded(t *testing.T, p *proxy.Proxy, ev *eventLog, n int) {
+	t.Helper()
+	ev.waitN(t, proxy.EventClosed, 0, n)
+	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })
+	if st := p.Stats(); st.Total != uint64(n) {
+		t.Errorf("Stats.Total: got %d; want %d", st.Total, n)
+	}
 }
