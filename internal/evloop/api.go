@@ -62,29 +62,29 @@ func NewConn(fd int, laddr, raddr net.Addr) (*Conn, error) { return newConn(fd, 
 // non-blocking, with TCP_NODELAY.
 func Accept(lfd int) (int, net.Addr, syscall.Errno) { return rawAccept(lfd) }
 
-// Read reads from fd into b, again if a signal interrupted it.
+// Read reads from the socket fd into b, again if a signal interrupted it.
 func Read(fd int, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, 0
 	}
 	for {
-		n, errno := rawRead(fd, b)
+		n, errno := rawRecv(fd, b)
 		if errno != syscall.EINTR {
 			return n, errno
 		}
 	}
 }
 
-// Write writes b to fd, as much as the socket takes, again if a signal
-// interrupted it.
+// Write writes b to the socket fd, as much as it takes, again if a signal
+// interrupted it. A peer gone gives EPIPE, never SIGPIPE.
 func Write(fd int, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, 0
 	}
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		n, errno := rawSend(fd, b)
 		if errno != syscall.EINTR {
-			return int(n), errno
+			return n, errno
 		}
 	}
 }

@@ -26,6 +26,22 @@ func rawEpollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {
 	return errno
 }
 
+// rawRecv and rawSend are a socket's reads and writes: recvfrom and sendto
+// go to the socket directly, where read and write pass through the file
+// layer first (its permission and notification hooks), which costs about
+// 0.2 µs more per read and write on loopback (BenchmarkSocketCalls).
+func rawRecv(fd int, b []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+	return int(n), errno
+}
+
+func rawSend(fd int, b []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		syscall.MSG_NOSIGNAL, 0, 0)
+	return int(n), errno
+}
+
+// rawRead reads an eventfd.
 func rawRead(fd int, b []byte) (int, syscall.Errno) {
 	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	return int(n), errno

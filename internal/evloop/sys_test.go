@@ -1,0 +1,156 @@
+//go:build linux
+
+package evloop
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// socketPair returns the descriptors of both ends of a loopback TCP
+// connection, non-blocking; the caller closes them.
+func socketPair(t testing.TB) (a, b int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := func(c net.Conn) int {
+		// A copy of the connection's descriptor, which stays non-blocking
+		// (File would make it blocking).
+		defer c.Close()
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := -1
+		if err := rc.Control(func(fd uintptr) { d, err = syscall.Dup(int(fd)) }); err != nil || d < 0 {
+			t.Fatalf("dup: %v", err)
+		}
+		return d
+	}
+	return fd(c), fd(s)
+}
+
+func TestReadWrite(t *testing.T) {
+	a, b := socketPair(t)
+	t.Cleanup(func() { Close(a); Close(b) })
+	buf := make([]byte, 64)
+	if n, errno := Read(b, buf); errno != syscall.EAGAIN {
+		t.Fatalf("read with nothing sent: got %d, %v; want EAGAIN", n, errno)
+	}
+	if n, errno := Write(a, nil); n != 0 || errno != 0 {
+		t.Fatalf("write of nothing: got %d, %v; want 0, 0", n, errno)
+	}
+	msg := []byte("hello, loop")
+	if n, errno := Write(a, msg); n != len(msg) || errno != 0 {
+		t.Fatalf("write: got %d, %v; want %d, 0", n, errno, len(msg))
+	}
+	var got []byte
+	for deadline := time.Now().Add(5 * time.Second); len(got) < len(msg) && time.Now().Before(deadline); {
+		n, errno := Read(b, buf)
+		if errno == syscall.EAGAIN {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if errno != 0 {
+			t.Fatalf("read: got %v; want no error", errno)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("read: got %q; want %q", got, msg)
+	}
+	CloseWrite(a)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, errno := Read(b, buf)
+		if errno == syscall.EAGAIN && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if n != 0 || errno != 0 {
+			t.Fatalf("read after the peer's FIN: got %d, %v; want 0, 0", n, errno)
+		}
+		break
+	}
+}
+
+// TestWriteToResetPeer writes to a socket whose peer has reset it: the
+// write fails, and the process gets no SIGPIPE.
+func TestWriteToResetPeer(t *testing.T) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGPIPE)
+	defer signal.Stop(sig)
+
+	a, b := socketPair(t)
+	t.Cleanup(func() { Close(a) })
+	Reset(b)
+	var errno syscall.Errno
+	for deadline := time.Now().Add(5 * time.Second); errno == 0 && time.Now().Before(deadline); {
+		_, errno = Write(a, []byte("x"))
+		time.Sleep(time.Millisecond)
+	}
+	if errno != syscall.EPIPE && errno != syscall.ECONNRESET {
+		t.Fatalf("write after the peer's reset: got %v; want EPIPE or ECONNRESET", errno)
+	}
+	for range 3 { // the socket is dead now: every write fails with EPIPE
+		if _, errno = Write(a, []byte("x")); errno != syscall.EPIPE {
+			t.Fatalf("write to a dead socket: got %v; want EPIPE", errno)
+		}
+	}
+	select {
+	case s := <-sig:
+		t.Fatalf("got signal %v; want none", s)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// BenchmarkSocketCalls writes 1 KiB to one end of a loopback connection
+// and reads it at the other: through Write and Read (sendto and recvfrom)
+// and, to compare, through write and read.
+func BenchmarkSocketCalls(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		write, read func(fd int, p []byte) (int, syscall.Errno)
+	}{
+		{"send-recv", Write, Read},
+		{"write-read", func(fd int, p []byte) (int, syscall.Errno) {
+			n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			return int(n), errno
+		}, rawRead},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			a, c := socketPair(b)
+			b.Cleanup(func() { Close(a); Close(c) })
+			buf := make([]byte, 1024)
+			b.ReportAllocs()
+			for b.Loop() {
+				if n, errno := tc.write(a, buf); n != len(buf) || errno != 0 {
+					b.Fatalf("write: got %d, %v; want %d, 0", n, errno, len(buf))
+				}
+				for got := 0; got < len(buf); {
+					n, errno := tc.read(c, buf)
+					if errno != 0 && errno != syscall.EAGAIN {
+						b.Fatalf("read: got %v; want no error", errno)
+					}
+					got += n
+				}
+			}
+		})
+	}
+}
