@@ -34,7 +34,7 @@ const maxErrorBody = 4 << 10
 func (p *Proxy) handle(conn net.Conn) {
 	conn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
 	br := getHeadReader(conn)
-	upgrade, err := peekHead(br)
+	head, upgrade, err := peekHead(br)
 	if err != nil {
 		if errors.Is(err, errHeadTooLarge) {
 			writeStatus(conn, http.StatusRequestHeaderFieldsTooLarge, "request head larger than 16 KiB")
@@ -56,7 +56,12 @@ func (p *Proxy) handle(conn net.Conn) {
 		}
 		return
 	}
-	req, err := http.ReadRequest(br)
+	req, ok := parseHead(head)
+	if ok {
+		br.Discard(len(head))
+	} else {
+		req, err = http.ReadRequest(br)
+	}
 	if err != nil {
 		writeStatus(conn, http.StatusBadRequest, "malformed request")
 		p.log.Debug("malformed upgrade request", zap.Stringer("client", conn.RemoteAddr()), zap.Error(err))
@@ -112,7 +117,8 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 		return
 	}
 
-	info := sessionInfo(req, conn.RemoteAddr())
+	addr := conn.RemoteAddr().String()
+	info := sessionInfo(req, addr)
 	if lr := p.engine.rejectFor(&info, id); lr != nil {
 		answerBy()
 		p.reject(conn, lr, log(), id, req)
@@ -151,7 +157,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	// gracefully; the 101 is written holding the client's write lock, so
 	// that a close frame queued meanwhile follows it.
 	client := newPeer(sideClient, conn, nil)
-	s := newSession(p, id, req, start, conn.RemoteAddr(), client, newPeer(sideUpstream, up.conn, up.br), up.hs)
+	s := newSession(p, id, req, start, addr, info, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
 	ok := p.addSession(s, conn)
 	if ok {
 		s.attach() // before the 101: the session is listed with its rules from the start
@@ -213,15 +219,21 @@ func checkUpgrade(req *http.Request) error {
 	// A list may be split over several field lines (RFC 9110 section
 	// 5.3); gobwas/ws's HTTPUpgrader, which answers the client, reads only
 	// the first.
-	req.Header["Connection"] = []string{strings.Join(req.Header.Values("Connection"), ", ")}
+	if c := req.Header["Connection"]; len(c) > 1 {
+		req.Header["Connection"] = []string{strings.Join(c, ", ")}
+	}
 	return nil
 }
 
 // validKey reports whether k is the base64 of 16 bytes (RFC 6455 section
 // 4.2.1, item 5).
 func validKey(k string) bool {
-	b, err := base64.StdEncoding.DecodeString(k)
-	return err == nil && len(b) == 16
+	var b [24]byte // what 24 characters of base64 decode to, and more
+	if len(k) != 24 {
+		return false
+	}
+	n, err := base64.StdEncoding.Decode(b[:], []byte(k))
+	return err == nil && n == 16
 }
 
 func headerHasToken(h http.Header, key, token string) bool {
@@ -556,20 +568,21 @@ var (
 	errBadExtensions = errors.New("malformed Sec-WebSocket-Extensions")
 )
 
-// peekHead waits until br holds a whole request head and reports whether it
-// asks for a WebSocket upgrade; it consumes nothing.
-func peekHead(br *bufio.Reader) (upgrade bool, err error) {
+// peekHead waits until br holds a whole request head, returns it (valid
+// until br is read) and reports whether it asks for a WebSocket upgrade;
+// it consumes nothing.
+func peekHead(br *bufio.Reader) (head []byte, upgrade bool, err error) {
 	for n := 1; ; n = br.Buffered() + 1 {
 		_, err := br.Peek(n)
 		b, _ := br.Peek(br.Buffered())
 		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-			return headWantsWebSocket(b[:i+2]), nil
+			return b[:i+4], headWantsWebSocket(b[:i+2]), nil
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return false, errHeadTooLarge
+			return nil, false, errHeadTooLarge
 		}
 		if err != nil {
-			return false, err
+			return nil, false, err
 		}
 	}
 }

@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"errors"
@@ -299,11 +298,10 @@ func (c *laneConn) Ready(events uint32) {
 		c.toGoroutines()
 		return
 	}
-	br := headReaderPool.Get().(*bufio.Reader)
-	br.Reset(bytes.NewReader(c.head[:i+4]))
-	req, err := http.ReadRequest(br)
-	putHeadReader(br)
-	if err != nil || checkUpgrade(req) != nil {
+	// A head parseHead leaves to http.ReadRequest, as one checkUpgrade
+	// refuses, is the goroutines' to read and answer.
+	req, ok := parseHead(c.head[:i+4])
+	if !ok || checkUpgrade(req) != nil {
 		c.toGoroutines()
 		return
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -79,7 +78,9 @@ type endInfo struct {
 	reason string
 }
 
-func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientAddr net.Addr, client, upstream *peer, hs ws.Handshake) *session {
+// newSession makes the session of req, from the client at clientAddr
+// (the address as its String gives it) whose rules see info.
+func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientAddr string, info rules.Session, client, upstream *peer, hs ws.Handshake) *session {
 	s := &session{
 		p:     p,
 		id:    id,
@@ -88,11 +89,11 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientA
 		query: req.URL.RawQuery,
 		proto: hs.Protocol,
 
-		clientAddr: clientAddr.String(),
+		clientAddr: clientAddr,
 		client:     client,
 		upstream:   upstream,
 		done:       make(chan struct{}),
-		info:       sessionInfo(req, clientAddr),
+		info:       info,
 	}
 	s.info.Subprotocol = hs.Protocol
 	s.info.Answered = true
@@ -106,15 +107,16 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientA
 	return s
 }
 
-// sessionInfo returns what rules match an upgrade request on.
-func sessionInfo(req *http.Request, client net.Addr) rules.Session {
+// sessionInfo returns what rules match an upgrade request on; client is
+// the client's address as its String gives it.
+func sessionInfo(req *http.Request, client string) rules.Session {
 	info := rules.Session{
 		Path:    req.URL.Path,
 		Query:   req.URL.Query(),
 		Header:  req.Header,
 		Offered: splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
 	}
-	if ap, err := netip.ParseAddrPort(client.String()); err == nil {
+	if ap, err := netip.ParseAddrPort(client); err == nil {
 		info.Client = ap.Addr().Unmap()
 	}
 	return info
