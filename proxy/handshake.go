@@ -209,11 +209,11 @@ func checkUpgrade(req *http.Request) error {
 		return errors.New("Upgrade is not websocket")
 	case !headerHasToken(req.Header, "Connection", "upgrade"):
 		return errors.New("Connection has no upgrade token")
-	case !validKey(req.Header.Get("Sec-WebSocket-Key")):
+	case !validKey(req.Header.Get("Sec-Websocket-Key")):
 		return errBadKey
-	case req.Header.Get("Sec-WebSocket-Version") == "":
+	case req.Header.Get("Sec-Websocket-Version") == "":
 		return errors.New("no Sec-WebSocket-Version")
-	case req.Header.Get("Sec-WebSocket-Version") != "13":
+	case req.Header.Get("Sec-Websocket-Version") != "13":
 		return errBadVersion
 	}
 	// A list may be split over several field lines (RFC 9110 section
@@ -298,7 +298,7 @@ func (p *Proxy) emitRefused(id uint64, client string, req *http.Request, status 
 func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, error) {
 	target := joinURL(p.Upstream, req.URL)
 	var exts []httphead.Option
-	for _, v := range req.Header.Values("Sec-WebSocket-Extensions") {
+	for _, v := range req.Header.Values("Sec-Websocket-Extensions") {
 		var ok bool
 		exts, ok = httphead.ParseOptions([]byte(v), exts)
 		if !ok {
@@ -309,7 +309,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 	var statusErr *upstreamStatusError
 	var dialed net.Conn // tracked while the handshake lasts
 	d := ws.Dialer{
-		Protocols:  splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
+		Protocols:  splitTokens(req.Header.Values("Sec-Websocket-Protocol")),
 		Extensions: exts,
 		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client.RemoteAddr().String(), isTLS(client))),
 		TLSConfig:  p.TLSClientConfig,
@@ -345,12 +345,12 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 		return nil, fmt.Errorf("dial %s: %w", target.Redacted(), err)
 	}
 	if hs.Protocol != "" {
-		answer.Set("Sec-WebSocket-Protocol", hs.Protocol)
+		answer.Set("Sec-Websocket-Protocol", hs.Protocol)
 	}
 	if len(hs.Extensions) > 0 {
 		var b strings.Builder
 		httphead.WriteOptions(&b, hs.Extensions)
-		answer.Set("Sec-WebSocket-Extensions", b.String())
+		answer.Set("Sec-Websocket-Extensions", b.String())
 	}
 	var pending []byte
 	if br != nil {

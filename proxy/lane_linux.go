@@ -240,6 +240,7 @@ type laneConn struct {
 	ll    *laneLoop
 	fd    int
 	addr  net.Addr
+	caddr string // addr as its String gives it, once dialed
 	start time.Time
 	timer *evloop.Timer
 	head  []byte // the request's bytes so far
@@ -306,7 +307,7 @@ func (c *laneConn) Ready(events uint32) {
 		return
 	}
 	var exts []httphead.Option
-	for _, v := range req.Header.Values("Sec-WebSocket-Extensions") {
+	for _, v := range req.Header.Values("Sec-Websocket-Extensions") {
 		var ok bool
 		if exts, ok = httphead.ParseOptions([]byte(v), exts); !ok {
 			c.toGoroutines()
@@ -314,7 +315,7 @@ func (c *laneConn) Ready(events uint32) {
 		}
 	}
 	c.req, c.exts = req, exts
-	c.protos = splitTokens(req.Header.Values("Sec-WebSocket-Protocol"))
+	c.protos = splitTokens(req.Header.Values("Sec-Websocket-Protocol"))
 	c.head = c.head[i+4:] // frames pipelined behind the request
 	c.dial()
 }
@@ -418,7 +419,8 @@ func (c *laneConn) dial() {
 	var key [16]byte
 	rand.Read(key[:])
 	makeNonce(c.nonce[:], key)
-	fwd := forwardHeader(c.req, c.addr.String(), false)
+	c.caddr = c.addr.String()
+	fwd := forwardHeader(c.req, c.caddr, false)
 	c.requests = appendUpgradeRequest(nil, target, c.nonce[:], c.protos, c.exts, fwd)
 	if err := c.ll.l.Add(fd, c.dialer, laneEvents); err != nil {
 		evloop.Close(fd)

@@ -132,8 +132,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	ll, p := c.ll, c.ll.ls.p
 	client := &peer{side: sideClient, fd: c.fd}
 	upstream := &peer{side: sideUpstream, fd: c.ufd}
-	addr := c.addr.String()
-	s := newSession(p, c.id, c.req, c.start, addr, sessionInfo(c.req, addr), client, upstream, hs)
+	s := newSession(p, c.id, c.req, c.start, c.caddr, sessionInfo(c.req, c.caddr), client, upstream, hs)
 	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
 	s.lane.Store(ls)
 	closeBoth := func() {

@@ -60,7 +60,7 @@ func parseHead(head []byte) (*http.Request, bool) {
 		if !headerValue(v) {
 			return nil, false
 		}
-		k := textproto.CanonicalMIMEHeaderKey(line[:colon])
+		k := headerKey(line[:colon])
 		switch k {
 		case "Content-Length", "Transfer-Encoding", "Trailer":
 			return nil, false
@@ -98,6 +98,26 @@ func parseHead(head []byte) (*http.Request, bool) {
 		Host:       host,
 		RequestURI: target,
 	}, true
+}
+
+// wsHeaders are the canonical names (textproto's) of the fields an upgrade
+// carries that textproto does not keep a copy of: it makes a new string of
+// each, for every request that spells it Sec-WebSocket-*, as clients do.
+// The proxy writes these names in this form wherever it looks them up, so
+// that Header.Get and Header.Values find them without a copy either.
+var wsHeaders = [...]string{"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Protocol"}
+
+// headerKey is the token k in its canonical form, as
+// textproto.CanonicalMIMEHeaderKey gives it.
+func headerKey(k string) string {
+	if len(k) > len("Sec-Websocket-") && strings.EqualFold(k[:len("Sec-Websocket-")], "Sec-Websocket-") {
+		for _, h := range wsHeaders {
+			if strings.EqualFold(k, h) {
+				return h
+			}
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(k)
 }
 
 // printable reports whether s is visible ASCII only, as a request target

@@ -114,7 +114,7 @@ func sessionInfo(req *http.Request, client string) rules.Session {
 		Path:    req.URL.Path,
 		Query:   req.URL.Query(),
 		Header:  req.Header,
-		Offered: splitTokens(req.Header.Values("Sec-WebSocket-Protocol")),
+		Offered: splitTokens(req.Header.Values("Sec-Websocket-Protocol")),
 	}
 	if ap, err := netip.ParseAddrPort(client); err == nil {
 		info.Client = ap.Addr().Unmap()
