@@ -22,7 +22,7 @@ type laneSession struct {
 	s        *session
 	caddr    net.Addr
 	fds      [2]int // client, upstream
-	sides    [2]*laneSide
+	sides    [2]laneSide
 	dirs     [2]laneDir // client->upstream, upstream->client
 	timer    *evloop.Timer
 	deadline time.Time
@@ -130,8 +130,8 @@ func (h *laneSide) Ready(events uint32) {
 // client was refused instead.
 func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending []byte) *laneSession {
 	ll, p := c.ll, c.ll.ls.p
-	client := &peer{side: sideClient, fd: c.fd}
-	upstream := &peer{side: sideUpstream, fd: c.ufd}
+	peers := &[2]peer{{side: sideClient, fd: c.fd}, {side: sideUpstream, fd: c.ufd}} // one allocation
+	client, upstream := &peers[0], &peers[1]
 	s := newSession(p, c.id, c.req, c.start, c.caddr, sessionInfo(c.req, c.caddr), client, upstream, hs)
 	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
 	s.lane.Store(ls)
@@ -176,14 +176,14 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	for i := range ls.dirs {
 		d := &ls.dirs[i]
 		d.ls, d.c, d.src, d.dst = ls, s.copiers[i], i, 1-i
-		ls.sides[i] = &laneSide{ls: ls, i: i}
+		ls.sides[i] = laneSide{ls: ls, i: i}
 	}
 	// A socket the handshake drained has nothing to read until its next
 	// event; bytes read past a head are relayed first, with a read after.
 	ls.dirs[0].more = !c.cdrained || len(c.head) > 0
 	ls.dirs[1].more = !c.udrained || len(upending) > 0
-	ll.l.Rebind(c.fd, ls.sides[0])
-	ll.l.Rebind(c.ufd, ls.sides[1])
+	ll.l.Rebind(c.fd, &ls.sides[0])
+	ll.l.Rebind(c.ufd, &ls.sides[1])
 	ll.sess[ls] = struct{}{}
 	ll.armSweep()
 	if len(c.head) > 0 {
@@ -388,7 +388,7 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 		ls.arm(closeGrace)
 	case syscall.ECONNRESET:
 		s.setEnd(src.side.String(), "tcp reset", 0, "")
-		ls.ll.l.Forget(ls.fds[d.dst], ls.sides[d.dst])
+		ls.ll.l.Forget(ls.fds[d.dst], &ls.sides[d.dst])
 		evloop.Reset(ls.fds[d.dst])
 		ls.fds[d.dst] = -1
 		ls.abort()
@@ -458,7 +458,7 @@ func (ls *laneSession) abort() {
 	}
 	for i, fd := range ls.fds {
 		if fd >= 0 {
-			ls.ll.l.Forget(fd, ls.sides[i])
+			ls.ll.l.Forget(fd, &ls.sides[i])
 			evloop.Close(fd)
 		}
 	}
@@ -487,7 +487,7 @@ func (ls *laneSession) release() {
 func (ls *laneSession) leave() {
 	s, ll := ls.s, ls.ll
 	for i, fd := range ls.fds {
-		ll.l.Remove(fd, ls.sides[i])
+		ll.l.Remove(fd, &ls.sides[i])
 	}
 	delete(ll.sess, ls)
 	peers := [2]*peer{s.client, s.upstream}

@@ -97,10 +97,11 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientA
 	}
 	s.info.Subprotocol = hs.Protocol
 	s.info.Answered = true
-	s.copiers = [2]*copier{
+	cs := &[2]copier{ // one allocation
 		{s: s, src: client, dst: upstream},
 		{s: s, src: upstream, dst: client},
 	}
+	s.copiers = [2]*copier{&cs[0], &cs[1]}
 	s.rsv, s.strict = allowedRSV(hs)
 	s.rules.Store(&[]*sessionRule{})
 	s.live.Store(int32(len(s.copiers)))
