@@ -5,9 +5,12 @@ package proxy_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -266,6 +269,74 @@ func TestLaneClientResetDuringHandshake(t *testing.T) {
 			entries := waitLogs(t, logs, "client handshake failed", 1)
 			if got := entries[0].ContextMap()["session"]; got != uint64(1) {
 				t.Errorf("session of the log line: got %v; want 1", got)
+			}
+		})
+	}
+}
+
+// An upstream that fails the handshake gets its client the same refusal,
+// and the same refused event, on loops as on goroutines: status, step,
+// why and the answer's body, once the addresses (ports differ from run
+// to run) are set aside.
+func TestLaneRefusalReadsAlike(t *testing.T) {
+	scripted := func(answer func(c net.Conn, done <-chan struct{})) func(t *testing.T) *url.URL {
+		return func(t *testing.T) *url.URL {
+			u, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) { answer(c, done) })
+			return u
+		}
+	}
+	addrs := regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+	for _, tc := range []struct {
+		name    string
+		up      func(t *testing.T) *url.URL
+		timeout time.Duration
+		want    string // in why
+	}{
+		{"closed without an answer", scripted(func(c net.Conn, _ <-chan struct{}) { c.Close() }), 0, ": EOF"},
+		{"closed within the status line", scripted(func(c net.Conn, _ <-chan struct{}) {
+			c.Write([]byte("HTTP/1.1 101 Swi"))
+			c.Close()
+		}), 0, ": EOF"},
+		{"reset", scripted(func(c net.Conn, _ <-chan struct{}) {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}), 0, "read: connection reset by peer"},
+		{"no answer in time", scripted(func(_ net.Conn, done <-chan struct{}) { <-done }), time.Second, "i/o timeout"},
+		{"wrong Sec-WebSocket-Accept", scripted(func(c net.Conn, done <-chan struct{}) {
+			c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"))
+			<-done
+		}), 0, "Sec-WebSocket-Accept"},
+		{"nothing listening", func(t *testing.T) *url.URL {
+			ln := listenLocal(t)
+			ln.Close()
+			return &url.URL{Scheme: "ws", Host: ln.Addr().String(), Path: "/"}
+		}, 0, "connect: connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, path := range bothPaths {
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, tc.up(t), path.opt, func(p *proxy.Proxy) {
+					p.Events = ev
+					if tc.timeout > 0 {
+						p.HandshakeTimeout = tc.timeout
+					}
+				})
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("%s: read answer: got %v; want a refusal", path.name, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if !strings.HasPrefix(e.Why, "dial ws://") || !strings.Contains(e.Why, tc.want) {
+					t.Errorf("%s: why: got %q; want dial ws://... with %q", path.name, e.Why, tc.want)
+				}
+				got = append(got, addrs.ReplaceAllString(fmt.Sprintf("%d %d %s %q %q", resp.StatusCode, e.Status, e.Refusal, e.Why, body), "ADDR"))
+			}
+			if got[0] != got[1] {
+				t.Errorf("refusal: got %s on %s; want %s, as on %s", got[1], bothPaths[1].name, got[0], bothPaths[0].name)
 			}
 		})
 	}

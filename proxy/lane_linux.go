@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -379,7 +380,44 @@ func (c *laneConn) timedOut() {
 		c.fail() // as the goroutines' handshake: no answer to a request never read
 		return
 	}
-	c.refuse(http.StatusBadGateway, RefusedTimeout, errors.New("upstream handshake timed out"), "upstream unreachable: timeout")
+	op := "read"
+	switch {
+	case c.dialer == nil || !c.dialer.connected:
+		op = "dial"
+	case len(c.requests) > 0:
+		op = "write"
+	}
+	c.upstreamFailed(RefusedTimeout, c.upstreamError(op, os.ErrDeadlineExceeded))
+}
+
+// upstreamError is err, the failure of op ("dial", "read" or "write") on
+// the upstream's socket, as the goroutines' dial reports it: a net.OpError
+// wrapped with the target, so that a refusal reads the same whichever
+// served it. err is os.ErrDeadlineExceeded, or a syscall's errno.
+func (c *laneConn) upstreamError(op string, err error) error {
+	if errno, ok := err.(syscall.Errno); ok {
+		name := op
+		if op == "dial" {
+			name = "connect"
+		}
+		err = os.NewSyscallError(name, errno)
+	}
+	oe := &net.OpError{Op: op, Net: "tcp", Addr: net.TCPAddrFromAddrPort(c.ll.ls.up), Err: err}
+	if op != "dial" {
+		oe.Source = evloop.LocalAddr(c.ufd)
+	}
+	return c.dialError(oe)
+}
+
+// dialError wraps err with the target, as the goroutines' dial does.
+func (c *laneConn) dialError(err error) error {
+	return fmt.Errorf("dial %s: %w", joinURL(c.ll.ls.p.Upstream, c.req.URL).Redacted(), err)
+}
+
+// upstreamFailed refuses the client, as serveWebSocket does when the
+// upstream could not be reached or failed its handshake.
+func (c *laneConn) upstreamFailed(step string, err error) {
+	c.refuse(http.StatusBadGateway, step, err, "upstream unreachable: "+err.Error())
 }
 
 // refuse answers the client with status and msg (no answer if msg is
@@ -410,8 +448,7 @@ func (c *laneConn) dial() {
 	target := joinURL(ls.p.Upstream, c.req.URL)
 	fd, errno := evloop.Connect(ls.up)
 	if errno != 0 {
-		c.refuse(http.StatusBadGateway, RefusedUnreachable, fmt.Errorf("dial %s: %w", target.Redacted(), errno),
-			"upstream unreachable: "+errno.Error())
+		c.upstreamFailed(RefusedUnreachable, c.upstreamError("dial", errno))
 		return
 	}
 	c.ufd = fd
@@ -425,7 +462,7 @@ func (c *laneConn) dial() {
 	if err := c.ll.l.Add(fd, c.dialer, laneEvents); err != nil {
 		evloop.Close(fd)
 		c.dialer = nil
-		c.refuse(http.StatusBadGateway, RefusedUnreachable, err, "upstream unreachable: "+err.Error())
+		c.upstreamFailed(RefusedUnreachable, c.dialError(err))
 	}
 }
 
@@ -456,9 +493,7 @@ func (d *laneDialer) Ready(events uint32) {
 			if errno == 0 {
 				errno = syscall.ECONNREFUSED
 			}
-			c.refuse(http.StatusBadGateway, RefusedUnreachable,
-				fmt.Errorf("dial %s: %w", joinURL(c.ll.ls.p.Upstream, c.req.URL).Redacted(), errno),
-				"upstream unreachable: "+errno.Error())
+			c.upstreamFailed(RefusedUnreachable, c.upstreamError("dial", errno))
 			return
 		}
 		d.connected = true
@@ -469,7 +504,7 @@ func (d *laneDialer) Ready(events uint32) {
 			return
 		}
 		if errno != 0 {
-			c.refuse(http.StatusBadGateway, RefusedUnreachable, errno, "upstream unreachable: "+errno.Error())
+			c.upstreamFailed(RefusedUnreachable, c.upstreamError("write", errno))
 			return
 		}
 		c.requests = c.requests[n:]
@@ -481,12 +516,13 @@ func (d *laneDialer) Ready(events uint32) {
 		if errno == syscall.EAGAIN {
 			return
 		}
-		if errno != 0 || n == 0 {
-			err := error(io.ErrUnexpectedEOF)
-			if errno != 0 {
-				err = errno
-			}
-			c.refuse(http.StatusBadGateway, RefusedUnreachable, err, "upstream unreachable: "+err.Error())
+		if errno != 0 {
+			c.upstreamFailed(RefusedUnreachable, c.upstreamError("read", errno))
+			return
+		}
+		if n == 0 {
+			// gobwas/ws reports an answer cut short as io.EOF, at any point.
+			c.upstreamFailed(RefusedUnreachable, c.dialError(io.EOF))
 			return
 		}
 		c.uhead = append(c.uhead, buf[:n]...)
@@ -513,15 +549,13 @@ func (d *laneDialer) Ready(events uint32) {
 // as much of it as decides that it is refused, and on what
 // checkUpgradeAnswer made of it.
 func (c *laneConn) answered(n int, hs ws.Handshake, answer http.Header, err error) {
-	p := c.ll.ls.p
 	var st *answerStatus
 	if errors.As(err, &st) {
 		c.statusAnswer(st.status)
 		return
 	}
 	if err != nil {
-		err = fmt.Errorf("dial %s: %w", joinURL(p.Upstream, c.req.URL).Redacted(), err)
-		c.refuse(http.StatusBadGateway, RefusedUnreachable, err, "upstream unreachable: "+err.Error())
+		c.upstreamFailed(RefusedUnreachable, c.dialError(err))
 		return
 	}
 	upending := c.uhead[n:]
