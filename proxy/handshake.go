@@ -38,6 +38,9 @@ func (p *Proxy) handle(conn net.Conn) {
 	if err != nil {
 		if errors.Is(err, errHeadTooLarge) {
 			writeStatus(conn, http.StatusRequestHeaderFieldsTooLarge, "request head larger than 16 KiB")
+			if b, _ := br.Peek(br.Buffered()); headWantsWebSocket(b) {
+				p.refuseUnread(conn, requestLine(b), http.StatusRequestHeaderFieldsTooLarge, err)
+			}
 		}
 		p.log.Debug("request head not read", zap.Stringer("client", conn.RemoteAddr()), zap.Error(err))
 		putHeadReader(br)
@@ -60,17 +63,42 @@ func (p *Proxy) handle(conn net.Conn) {
 	if ok {
 		br.Discard(len(head))
 	} else {
-		req, err = http.ReadRequest(br)
+		line := requestLine(head) // head is br's buffer, which ReadRequest may move
+		if req, err = http.ReadRequest(br); err != nil {
+			writeStatus(conn, http.StatusBadRequest, "malformed request")
+			p.refuseUnread(conn, line, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err))
+		}
 	}
 	if err != nil {
-		writeStatus(conn, http.StatusBadRequest, "malformed request")
-		p.log.Debug("malformed upgrade request", zap.Stringer("client", conn.RemoteAddr()), zap.Error(err))
 		putHeadReader(br)
 		conn.Close()
 		p.untrack(conn)
 		return
 	}
 	p.serveWebSocket(conn, br, req, true)
+}
+
+// requestLine is the first line of a request head.
+func requestLine(head []byte) string {
+	line, _, _ := bytes.Cut(head, []byte("\r\n"))
+	return string(line)
+}
+
+// refuseUnread records an upgrade attempt whose request could not be read,
+// answered with status: it is an attempt all the same, with the path its
+// request line (line) gives if any.
+func (p *Proxy) refuseUnread(conn net.Conn, line string, status int, why error) {
+	u := &url.URL{}
+	if _, rest, ok := strings.Cut(line, " "); ok {
+		target, _, _ := strings.Cut(rest, " ")
+		if t, err := url.ParseRequestURI(target); err == nil {
+			u = t
+		}
+	}
+	id := p.nextID.Add(1)
+	p.log.Info("upgrade refused", zap.Uint64("session", id), zap.Stringer("client", conn.RemoteAddr()),
+		zap.String("path", u.Path), zap.Int("status", status), zap.Error(why))
+	p.emitRefused(id, conn.RemoteAddr().String(), &http.Request{URL: u}, status, RefusedBadRequest, why.Error())
 }
 
 // serveWebSocket answers an upgrade request that has been read from br:

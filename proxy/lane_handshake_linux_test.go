@@ -341,3 +341,53 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 		})
 	}
 }
+
+// An upgrade request that cannot be read is refused with an event, as any
+// other attempt: malformed (400) or with a head over 16 KiB (431), on
+// loops as on goroutines. A head over 16 KiB that asks for no upgrade is
+// no attempt, and makes no event.
+func TestUnreadableUpgradeRefused(t *testing.T) {
+	pad := strings.Repeat("p", 17<<10)
+	for _, tc := range []struct {
+		name   string
+		head   string
+		status int
+		path   string // of the refused event; "" if there is none
+	}{
+		{"malformed header line", "GET /chat?room=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nno colon here\r\n\r\n", http.StatusBadRequest, "/chat"},
+		{"malformed request line", "GET /chat HTTP/1.x\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", http.StatusBadRequest, "/chat"},
+		{"head over 16 KiB", "GET /big HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Padding: " + pad + "\r\n\r\n", http.StatusRequestHeaderFieldsTooLarge, "/big"},
+		{"head over 16 KiB, no upgrade", "GET /big HTTP/1.1\r\nHost: h\r\nX-Padding: " + pad + "\r\n\r\n", http.StatusRequestHeaderFieldsTooLarge, ""},
+	} {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, startGorillaEcho(t), path.opt, func(p *proxy.Proxy) { p.Events = ev })
+				conn, br := dialTCP(t, addr)
+				io.WriteString(conn, tc.head)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want %d", err, tc.status)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tc.status {
+					t.Errorf("status: got %d; want %d", resp.StatusCode, tc.status)
+				}
+				if tc.path == "" {
+					// The connection is closed once its answer is written;
+					// an event would have been recorded before.
+					io.Copy(io.Discard, br)
+					if evs := ev.snapshot(); len(evs) != 0 {
+						t.Errorf("events: got %v; want none", evs)
+					}
+					return
+				}
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if e.Status != tc.status || e.Refusal != proxy.RefusedBadRequest || e.Path != tc.path || e.Client != conn.LocalAddr().String() {
+					t.Errorf("refused event: got %d, %q, path %q, client %q; want %d, %q, path %q, client %q",
+						e.Status, e.Refusal, e.Path, e.Client, tc.status, proxy.RefusedBadRequest, tc.path, conn.LocalAddr())
+				}
+			})
+		}
+	}
+}
