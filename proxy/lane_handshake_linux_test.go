@@ -290,27 +290,34 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 		name    string
 		up      func(t *testing.T) *url.URL
 		timeout time.Duration
-		want    string // in why
+		late    time.Duration // the client sends the rest of its request this late
+		want    string        // in why
 	}{
-		{"closed without an answer", scripted(func(c net.Conn, _ <-chan struct{}) { c.Close() }), 0, ": EOF"},
+		{"closed without an answer", scripted(func(c net.Conn, _ <-chan struct{}) { c.Close() }), 0, 0, ": EOF"},
 		{"closed within the status line", scripted(func(c net.Conn, _ <-chan struct{}) {
 			c.Write([]byte("HTTP/1.1 101 Swi"))
 			c.Close()
-		}), 0, ": EOF"},
+		}), 0, 0, ": EOF"},
 		{"reset", scripted(func(c net.Conn, _ <-chan struct{}) {
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
-		}), 0, "read: connection reset by peer"},
-		{"no answer in time", scripted(func(_ net.Conn, done <-chan struct{}) { <-done }), time.Second, "i/o timeout"},
+		}), 0, 0, "read: connection reset by peer"},
+		{"no answer in time", scripted(func(_ net.Conn, done <-chan struct{}) { <-done }), time.Second, 0, "i/o timeout"},
+		// The upstream's handshake has a timeout of its own, from the dial
+		// on, however long the client took to send its request.
+		{"a late request, then an answer cut short in time", scripted(func(c net.Conn, _ <-chan struct{}) {
+			time.Sleep(500 * time.Millisecond)
+			c.Close()
+		}), time.Second, 700 * time.Millisecond, ": EOF"},
 		{"wrong Sec-WebSocket-Accept", scripted(func(c net.Conn, done <-chan struct{}) {
 			c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"))
 			<-done
-		}), 0, "Sec-WebSocket-Accept"},
+		}), 0, 0, "Sec-WebSocket-Accept"},
 		{"nothing listening", func(t *testing.T) *url.URL {
 			ln := listenLocal(t)
 			ln.Close()
 			return &url.URL{Scheme: "ws", Host: ln.Addr().String(), Path: "/"}
-		}, 0, "connect: connection refused"},
+		}, 0, 0, "connect: connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
@@ -323,7 +330,10 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 					}
 				})
 				conn, br := dialTCP(t, addr)
-				conn.Write(upgradeRequest(t, addr, nil))
+				req := upgradeRequest(t, addr, nil)
+				conn.Write(req[:1])
+				time.Sleep(tc.late)
+				conn.Write(req[1:])
 				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
 					t.Fatalf("%s: read answer: got %v; want a refusal", path.name, err)

@@ -445,6 +445,11 @@ func (c *laneConn) refuse(status int, step string, why error, msg string) {
 func (c *laneConn) dial() {
 	ls := c.ll.ls
 	c.id = ls.p.nextID.Add(1)
+	// The upstream's connect and handshake have a handshake timeout of
+	// their own from here, as the goroutines' dial has, however long the
+	// client took to send its request.
+	c.timer.Stop()
+	c.timer = c.ll.l.After(ls.p.handshakeTimeout(), c.timedOut)
 	target := joinURL(ls.p.Upstream, c.req.URL)
 	fd, errno := evloop.Connect(ls.up)
 	if errno != 0 {
