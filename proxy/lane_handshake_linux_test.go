@@ -118,6 +118,56 @@ func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
 	}
 }
 
+// The rest of an upstream's non-101 answer is read within the dial's
+// handshake timeout, on loops as on goroutines, not within a timeout of
+// its own from the status line on: what comes later is not passed on.
+func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
+	tests := []struct {
+		name       string
+		rest       time.Duration // after the dial, when the rest of the answer comes
+		wantHeader string
+		wantBody   string
+	}{
+		{"rest in time", 800 * time.Millisecond, "nope", "go away"},
+		{"rest too late", 1400 * time.Millisecond, "", ""},
+	}
+	for _, tc := range tests {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+					time.Sleep(600 * time.Millisecond)
+					c.Write([]byte("HTTP/1.1 403 Forbidden\r\n"))
+					time.Sleep(tc.rest - 600*time.Millisecond)
+					c.Write([]byte("X-Why: nope\r\nContent-Length: 7\r\n\r\ngo away"))
+					<-done
+				})
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+					p.Events = ev
+					p.HandshakeTimeout = time.Second
+				})
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want nil", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusForbidden {
+					t.Errorf("status: got %d; want %d", resp.StatusCode, http.StatusForbidden)
+				}
+				if got := resp.Header.Get("X-Why"); got != tc.wantHeader {
+					t.Errorf("X-Why: got %q; want %q", got, tc.wantHeader)
+				}
+				if string(body) != tc.wantBody {
+					t.Errorf("body: got %q; want %q", body, tc.wantBody)
+				}
+				ev.waitOne(t, proxy.EventRefused, 0)
+			})
+		}
+	}
+}
+
 // checkAnswerRefused has an upstream send answer (and then nothing more
 // if stall) to an upgrade through a proxy set up by opt, and checks the
 // status the client gets and the refused event's status and step.
