@@ -118,6 +118,56 @@ func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
 	}
 }
 
+// The rest of an upstream's non-101 answer is read within the dial's
+// handshake timeout, on loops as on goroutines, not within a timeout of
+// its own from the status line on: what comes later is not passed on.
+func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
+	tests := []struct {
+		name       string
+		rest       time.Duration // after the dial, when the rest of the answer comes
+		wantHeader string
+		wantBody   string
+	}{
+		{"rest in time", 800 * time.Millisecond, "nope", "go away"},
+		{"rest too late", 1400 * time.Millisecond, "", ""},
+	}
+	for _, tc := range tests {
+		for _, path := range bothPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+					time.Sleep(600 * time.Millisecond)
+					c.Write([]byte("HTTP/1.1 403 Forbidden\r\n"))
+					time.Sleep(tc.rest - 600*time.Millisecond)
+					c.Write([]byte("X-Why: nope\r\nContent-Length: 7\r\n\r\ngo away"))
+					<-done
+				})
+				ev := newEventLog(t)
+				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
+					p.Events = ev
+					p.HandshakeTimeout = time.Second
+				})
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, nil))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("read answer: got %v; want nil", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusForbidden {
+					t.Errorf("status: got %d; want %d", resp.StatusCode, http.StatusForbidden)
+				}
+				if got := resp.Header.Get("X-Why"); got != tc.wantHeader {
+					t.Errorf("X-Why: got %q; want %q", got, tc.wantHeader)
+				}
+				if string(body) != tc.wantBody {
+					t.Errorf("body: got %q; want %q", body, tc.wantBody)
+				}
+				ev.waitOne(t, proxy.EventRefused, 0)
+			})
+		}
+	}
+}
+
 // checkAnswerRefused has an upstream send answer (and then nothing more
 // if stall) to an upgrade through a proxy set up by opt, and checks the
 // status the client gets and the refused event's status and step.
@@ -290,27 +340,34 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 		name    string
 		up      func(t *testing.T) *url.URL
 		timeout time.Duration
-		want    string // in why
+		late    time.Duration // the client sends the rest of its request this late
+		want    string        // in why
 	}{
-		{"closed without an answer", scripted(func(c net.Conn, _ <-chan struct{}) { c.Close() }), 0, ": EOF"},
+		{"closed without an answer", scripted(func(c net.Conn, _ <-chan struct{}) { c.Close() }), 0, 0, ": EOF"},
 		{"closed within the status line", scripted(func(c net.Conn, _ <-chan struct{}) {
 			c.Write([]byte("HTTP/1.1 101 Swi"))
 			c.Close()
-		}), 0, ": EOF"},
+		}), 0, 0, ": EOF"},
 		{"reset", scripted(func(c net.Conn, _ <-chan struct{}) {
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
-		}), 0, "read: connection reset by peer"},
-		{"no answer in time", scripted(func(_ net.Conn, done <-chan struct{}) { <-done }), time.Second, "i/o timeout"},
+		}), 0, 0, "read: connection reset by peer"},
+		{"no answer in time", scripted(func(_ net.Conn, done <-chan struct{}) { <-done }), time.Second, 0, "i/o timeout"},
+		// The upstream's handshake has a timeout of its own, from the dial
+		// on, however long the client took to send its request.
+		{"a late request, then an answer cut short in time", scripted(func(c net.Conn, _ <-chan struct{}) {
+			time.Sleep(500 * time.Millisecond)
+			c.Close()
+		}), time.Second, 700 * time.Millisecond, ": EOF"},
 		{"wrong Sec-WebSocket-Accept", scripted(func(c net.Conn, done <-chan struct{}) {
 			c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"))
 			<-done
-		}), 0, "Sec-WebSocket-Accept"},
+		}), 0, 0, "Sec-WebSocket-Accept"},
 		{"nothing listening", func(t *testing.T) *url.URL {
 			ln := listenLocal(t)
 			ln.Close()
 			return &url.URL{Scheme: "ws", Host: ln.Addr().String(), Path: "/"}
-		}, 0, "connect: connection refused"},
+		}, 0, 0, "connect: connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
@@ -323,7 +380,10 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 					}
 				})
 				conn, br := dialTCP(t, addr)
-				conn.Write(upgradeRequest(t, addr, nil))
+				req := upgradeRequest(t, addr, nil)
+				conn.Write(req[:1])
+				time.Sleep(tc.late)
+				conn.Write(req[1:])
 				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
 					t.Fatalf("%s: read answer: got %v; want a refusal", path.name, err)

@@ -255,7 +255,8 @@ type laneConn struct {
 	protos   []string
 	exts     []httphead.Option
 	uhead    []byte
-	requests []byte // the upgrade request, until written
+	requests []byte    // the upgrade request, until written
+	deadline time.Time // the end of the upstream's handshake timeout
 	done     bool
 	// A socket whose last read was short, with no hang-up reported, has
 	// nothing more to read until its next event (see laneDir.relay).
@@ -445,6 +446,12 @@ func (c *laneConn) refuse(status int, step string, why error, msg string) {
 func (c *laneConn) dial() {
 	ls := c.ll.ls
 	c.id = ls.p.nextID.Add(1)
+	// The upstream's connect and handshake have a handshake timeout of
+	// their own from here, as the goroutines' dial has, however long the
+	// client took to send its request.
+	c.timer.Stop()
+	c.deadline = time.Now().Add(ls.p.handshakeTimeout())
+	c.timer = c.ll.l.After(ls.p.handshakeTimeout(), c.timedOut)
 	target := joinURL(ls.p.Upstream, c.req.URL)
 	fd, errno := evloop.Connect(ls.up)
 	if errno != 0 {
@@ -583,7 +590,7 @@ func (c *laneConn) statusAnswer(status int) {
 		cconn.Close()
 		return
 	}
-	req, id, head, addr := c.req, c.id, c.uhead, c.addr
+	req, id, head, addr, deadline := c.req, c.id, c.uhead, c.addr, c.deadline
 	c.ll.ls.q.Go(func() {
 		tracked := p.trackAnswer(cconn, uconn)
 		if !tracked {
@@ -591,7 +598,9 @@ func (c *laneConn) statusAnswer(status int) {
 			cconn.Close()
 			uconn.Close()
 		}
-		uconn.SetDeadline(time.Now().Add(p.handshakeTimeout()))
+		// The rest of the answer is read within the dial's timeout, as
+		// gobwas/ws reads it for the goroutines' dial.
+		uconn.SetDeadline(deadline)
 		// The status is the one gobwas/ws reads, as the goroutines' dial
 		// passes it to readStatusError: net/http may not read the answer.
 		se := readStatusError(status, io.MultiReader(bytes.NewReader(head), uconn))
