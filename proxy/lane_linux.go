@@ -449,9 +449,8 @@ func (c *laneConn) dial() {
 	// The upstream's connect and handshake have a handshake timeout of
 	// their own from here, as the goroutines' dial has, however long the
 	// client took to send its request.
-	c.timer.Stop()
 	c.deadline = time.Now().Add(ls.p.handshakeTimeout())
-	c.timer = c.ll.l.After(ls.p.handshakeTimeout(), c.timedOut)
+	c.timer.Reset(ls.p.handshakeTimeout())
 	target := joinURL(ls.p.Upstream, c.req.URL)
 	fd, errno := evloop.Connect(ls.up)
 	if errno != 0 {

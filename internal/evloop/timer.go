@@ -49,6 +49,17 @@ func (l *Loop) After(d time.Duration, f func()) *Timer {
 	return t
 }
 
+// Reset has t run once d has passed from now, whether it was waiting, had
+// run or was stopped. On the loop only.
+func (t *Timer) Reset(d time.Duration) {
+	t.when = time.Now().Add(d)
+	if t.index >= 0 {
+		heap.Fix(&t.loop.timers, t.index)
+		return
+	}
+	heap.Push(&t.loop.timers, t)
+}
+
 // Stop keeps t from running and reports whether it did; false if t has
 // run or was stopped. On the loop only.
 func (t *Timer) Stop() bool {

@@ -144,3 +144,43 @@ func TestTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestTimerReset moves a waiting timer later and earlier, and starts one
+// that was stopped again, each to run once at its new time.
+func TestTimerReset(t *testing.T) {
+	g := newGroup(t, 1)
+	l := g.loops[0]
+	ran := make(chan string, 4)
+	var later, earlier, stopped *Timer
+	start := time.Now()
+	onLoop(t, l, func() {
+		later = l.After(10*time.Millisecond, func() { ran <- "later" })
+		earlier = l.After(time.Hour, func() { ran <- "earlier" })
+		stopped = l.After(5*time.Millisecond, func() { ran <- "stopped" })
+		stopped.Stop()
+		later.Reset(60 * time.Millisecond)
+		earlier.Reset(20 * time.Millisecond)
+		stopped.Reset(40 * time.Millisecond)
+	})
+	for _, want := range []struct {
+		name string
+		at   time.Duration
+	}{{"earlier", 20 * time.Millisecond}, {"stopped", 40 * time.Millisecond}, {"later", 60 * time.Millisecond}} {
+		select {
+		case got := <-ran:
+			if got != want.name {
+				t.Errorf("got timer %q; want %q", got, want.name)
+			}
+			if since := time.Since(start); since < want.at {
+				t.Errorf("timer %q ran after %v; want %v or more", got, since, want.at)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("timer %q did not run", want.name)
+		}
+	}
+	select {
+	case got := <-ran:
+		t.Errorf("got timer %q again; want each once", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
