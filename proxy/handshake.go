@@ -170,9 +170,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 			status, step = se.status, RefusedUpstream
 			se.writeTo(conn)
 		} else {
-			if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-				step = RefusedTimeout
-			}
+			step = dialFailure(err)
 			writeStatus(conn, status, "upstream unreachable: "+err.Error())
 		}
 		log().Warn("upstream refused the session", zap.Int("status", status), zap.Error(err))
@@ -647,6 +645,17 @@ func (p *Proxy) reject(conn net.Conn, lr *liveRule, log *zap.Logger, id uint64, 
 	p.emit(Event{Time: time.Now(), Kind: EventFault, Session: id, Client: conn.RemoteAddr().String(),
 		Path: req.URL.Path, Query: req.URL.RawQuery, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Status: a.Status})
+}
+
+// dialFailure is the step at which an upstream that could not be dialed,
+// or failed its handshake without an answer, refused an attempt:
+// RefusedTimeout for a timeout of any kind (a deadline, ETIMEDOUT),
+// RefusedUnreachable otherwise.
+func dialFailure(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		return RefusedTimeout
+	}
+	return RefusedUnreachable
 }
 
 func isTimeout(err error) bool {

@@ -388,7 +388,7 @@ func (c *laneConn) timedOut() {
 	case len(c.requests) > 0:
 		op = "write"
 	}
-	c.upstreamFailed(RefusedTimeout, c.upstreamError(op, os.ErrDeadlineExceeded))
+	c.upstreamFailed(c.upstreamError(op, os.ErrDeadlineExceeded))
 }
 
 // upstreamError is err, the failure of op ("dial", "read" or "write") on
@@ -416,9 +416,10 @@ func (c *laneConn) dialError(err error) error {
 }
 
 // upstreamFailed refuses the client, as serveWebSocket does when the
-// upstream could not be reached or failed its handshake.
-func (c *laneConn) upstreamFailed(step string, err error) {
-	c.refuse(http.StatusBadGateway, step, err, "upstream unreachable: "+err.Error())
+// upstream could not be reached or failed its handshake: at the step
+// dialFailure gives.
+func (c *laneConn) upstreamFailed(err error) {
+	c.refuse(http.StatusBadGateway, dialFailure(err), err, "upstream unreachable: "+err.Error())
 }
 
 // refuse answers the client with status and msg (no answer if msg is
@@ -454,7 +455,7 @@ func (c *laneConn) dial() {
 	target := joinURL(ls.p.Upstream, c.req.URL)
 	fd, errno := evloop.Connect(ls.up)
 	if errno != 0 {
-		c.upstreamFailed(RefusedUnreachable, c.upstreamError("dial", errno))
+		c.upstreamFailed(c.upstreamError("dial", errno))
 		return
 	}
 	c.ufd = fd
@@ -468,7 +469,7 @@ func (c *laneConn) dial() {
 	if err := c.ll.l.Add(fd, c.dialer, laneEvents); err != nil {
 		evloop.Close(fd)
 		c.dialer = nil
-		c.upstreamFailed(RefusedUnreachable, c.dialError(err))
+		c.upstreamFailed(c.dialError(err))
 	}
 }
 
@@ -499,7 +500,7 @@ func (d *laneDialer) Ready(events uint32) {
 			if errno == 0 {
 				errno = syscall.ECONNREFUSED
 			}
-			c.upstreamFailed(RefusedUnreachable, c.upstreamError("dial", errno))
+			c.upstreamFailed(c.upstreamError("dial", errno))
 			return
 		}
 		d.connected = true
@@ -510,7 +511,7 @@ func (d *laneDialer) Ready(events uint32) {
 			return
 		}
 		if errno != 0 {
-			c.upstreamFailed(RefusedUnreachable, c.upstreamError("write", errno))
+			c.upstreamFailed(c.upstreamError("write", errno))
 			return
 		}
 		c.requests = c.requests[n:]
@@ -523,12 +524,12 @@ func (d *laneDialer) Ready(events uint32) {
 			return
 		}
 		if errno != 0 {
-			c.upstreamFailed(RefusedUnreachable, c.upstreamError("read", errno))
+			c.upstreamFailed(c.upstreamError("read", errno))
 			return
 		}
 		if n == 0 {
 			// gobwas/ws reports an answer cut short as io.EOF, at any point.
-			c.upstreamFailed(RefusedUnreachable, c.dialError(io.EOF))
+			c.upstreamFailed(c.dialError(io.EOF))
 			return
 		}
 		c.uhead = append(c.uhead, buf[:n]...)
@@ -561,7 +562,7 @@ func (c *laneConn) answered(n int, hs ws.Handshake, answer http.Header, err erro
 		return
 	}
 	if err != nil {
-		c.upstreamFailed(RefusedUnreachable, c.dialError(err))
+		c.upstreamFailed(c.dialError(err))
 		return
 	}
 	upending := c.uhead[n:]

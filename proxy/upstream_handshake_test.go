@@ -6,13 +6,16 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -765,4 +768,32 @@ func FuzzAppendUpgradeRequest(f *testing.F) {
 			t.Errorf("appendUpgradeRequest(%q, %q, %q, %q): got %q; want %q", target, ps, extensions, header, got, want)
 		}
 	})
+}
+
+// TestDialFailure names the step of a failed dial as both paths refuse
+// it: a timeout of any kind is RefusedTimeout, the rest RefusedUnreachable.
+func TestDialFailure(t *testing.T) {
+	op := func(op string, err error) error {
+		return fmt.Errorf("dial ws://127.0.0.1:1/: %w", &net.OpError{Op: op, Net: "tcp", Err: err})
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"context deadline", fmt.Errorf("dial: %w", context.DeadlineExceeded), RefusedTimeout},
+		{"read deadline", op("read", os.ErrDeadlineExceeded), RefusedTimeout},
+		{"connect timed out", op("dial", os.NewSyscallError("connect", syscall.ETIMEDOUT)), RefusedTimeout},
+		{"read timed out", op("read", os.NewSyscallError("read", syscall.ETIMEDOUT)), RefusedTimeout},
+		{"connect refused", op("dial", os.NewSyscallError("connect", syscall.ECONNREFUSED)), RefusedUnreachable},
+		{"reset", op("read", os.NewSyscallError("read", syscall.ECONNRESET)), RefusedUnreachable},
+		{"answer cut short", fmt.Errorf("dial ws://127.0.0.1:1/: %w", io.EOF), RefusedUnreachable},
+		{"bad answer", fmt.Errorf("dial ws://127.0.0.1:1/: %w", errors.New("handshake error: bad \"Sec-WebSocket-Accept\" header")), RefusedUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := dialFailure(tc.err); got != tc.want {
+				t.Errorf("dialFailure(%v): got %q; want %q", tc.err, got, tc.want)
+			}
+		})
+	}
 }
