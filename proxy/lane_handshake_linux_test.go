@@ -141,18 +141,7 @@ func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
 					c.Write([]byte("X-Why: nope\r\nContent-Length: 7\r\n\r\ngo away"))
 					<-done
 				})
-				ev := newEventLog(t)
-				addr, _ := startProxy(t, up, path.opt, func(p *proxy.Proxy) {
-					p.Events = ev
-					p.HandshakeTimeout = time.Second
-				})
-				conn, br := dialTCP(t, addr)
-				conn.Write(upgradeRequest(t, addr, nil))
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("read answer: got %v; want nil", err)
-				}
-				body, _ := io.ReadAll(resp.Body)
+				resp, body, _ := refusedAttempt(t, up, path.opt, time.Second, 0)
 				if resp.StatusCode != http.StatusForbidden {
 					t.Errorf("status: got %d; want %d", resp.StatusCode, http.StatusForbidden)
 				}
@@ -162,10 +151,38 @@ func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
 				if string(body) != tc.wantBody {
 					t.Errorf("body: got %q; want %q", body, tc.wantBody)
 				}
-				ev.waitOne(t, proxy.EventRefused, 0)
 			})
 		}
 	}
+}
+
+// refusedAttempt sends an upgrade request through a proxy to up, set up
+// by opt with a handshake timeout (0: the default), all but the request's
+// first byte late by late (0: all at once), and returns the client's answer, its body and the
+// refused event.
+func refusedAttempt(t *testing.T, up *url.URL, opt func(*proxy.Proxy), timeout, late time.Duration) (*http.Response, []byte, proxy.Event) {
+	t.Helper()
+	ev := newEventLog(t)
+	addr, _ := startProxy(t, up, opt, func(p *proxy.Proxy) {
+		p.Events = ev
+		if timeout > 0 {
+			p.HandshakeTimeout = timeout
+		}
+	})
+	conn, br := dialTCP(t, addr)
+	req := upgradeRequest(t, addr, nil)
+	if late > 0 {
+		conn.Write(req[:1])
+		time.Sleep(late)
+		req = req[1:]
+	}
+	conn.Write(req)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read answer: got %v; want a refusal", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body, ev.waitOne(t, proxy.EventRefused, 0)
 }
 
 // checkAnswerRefused has an upstream send answer (and then nothing more
@@ -179,20 +196,11 @@ func checkAnswerRefused(t *testing.T, opt func(*proxy.Proxy), answer string, sta
 			<-done // the rest never comes
 		}
 	})
-	ev := newEventLog(t)
-	addr, _ := startProxy(t, up, opt, func(p *proxy.Proxy) {
-		p.Events = ev
-		if stall {
-			p.HandshakeTimeout = time.Second
-		}
-	})
-	conn, br := dialTCP(t, addr)
-	conn.Write(upgradeRequest(t, addr, nil))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("read answer: got %v; want nil", err)
+	var timeout time.Duration
+	if stall {
+		timeout = time.Second
 	}
-	e := ev.waitOne(t, proxy.EventRefused, 0)
+	resp, _, e := refusedAttempt(t, up, opt, timeout, 0)
 	if resp.StatusCode != status || e.Status != status || e.Refusal != refusal {
 		t.Errorf("got status %d for the client, %d and %q in the event; want %d, %d and %q",
 			resp.StatusCode, e.Status, e.Refusal, status, status, refusal)
@@ -372,24 +380,7 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
 			for _, path := range bothPaths {
-				ev := newEventLog(t)
-				addr, _ := startProxy(t, tc.up(t), path.opt, func(p *proxy.Proxy) {
-					p.Events = ev
-					if tc.timeout > 0 {
-						p.HandshakeTimeout = tc.timeout
-					}
-				})
-				conn, br := dialTCP(t, addr)
-				req := upgradeRequest(t, addr, nil)
-				conn.Write(req[:1])
-				time.Sleep(tc.late)
-				conn.Write(req[1:])
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("%s: read answer: got %v; want a refusal", path.name, err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				e := ev.waitOne(t, proxy.EventRefused, 0)
+				resp, body, e := refusedAttempt(t, tc.up(t), path.opt, tc.timeout, tc.late)
 				if !strings.HasPrefix(e.Why, "dial ws://") || !strings.Contains(e.Why, tc.want) {
 					t.Errorf("%s: why: got %q; want dial ws://... with %q", path.name, e.Why, tc.want)
 				}
