@@ -121,6 +121,9 @@ func TestLaneUpstreamAnswerJudgedBeforeItsEnd(t *testing.T) {
 // The rest of an upstream's non-101 answer is read within the dial's
 // handshake timeout, on loops as on goroutines, not within a timeout of
 // its own from the status line on: what comes later is not passed on.
+// The status line comes 1.2 s after the dial, the rest 0.1 s or 1.4 s
+// after it; the dial's timeout is 2 s (a timeout from the status line on
+// would end at 3.2 s).
 func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -128,20 +131,20 @@ func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
 		wantHeader string
 		wantBody   string
 	}{
-		{"rest in time", 800 * time.Millisecond, "nope", "go away"},
-		{"rest too late", 1400 * time.Millisecond, "", ""},
+		{"rest in time", 1300 * time.Millisecond, "nope", "go away"},
+		{"rest too late", 2600 * time.Millisecond, "", ""},
 	}
 	for _, tc := range tests {
 		for _, path := range bothPaths {
 			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
 				up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
-					time.Sleep(600 * time.Millisecond)
+					time.Sleep(1200 * time.Millisecond)
 					c.Write([]byte("HTTP/1.1 403 Forbidden\r\n"))
-					time.Sleep(tc.rest - 600*time.Millisecond)
+					time.Sleep(tc.rest - 1200*time.Millisecond)
 					c.Write([]byte("X-Why: nope\r\nContent-Length: 7\r\n\r\ngo away"))
 					<-done
 				})
-				resp, body, _ := refusedAttempt(t, up, path.opt, time.Second, 0)
+				resp, body, _ := refusedAttempt(t, up, path.opt, 2*time.Second, 0)
 				if resp.StatusCode != http.StatusForbidden {
 					t.Errorf("status: got %d; want %d", resp.StatusCode, http.StatusForbidden)
 				}
@@ -158,8 +161,8 @@ func TestLaneStatusAnswerWithinDialTimeout(t *testing.T) {
 
 // refusedAttempt sends an upgrade request through a proxy to up, set up
 // by opt with a handshake timeout (0: the default), all but the request's
-// first byte late by late (0: all at once), and returns the client's answer, its body and the
-// refused event.
+// first byte late by late (0: all at once), and returns the client's
+// answer, its body and the refused event.
 func refusedAttempt(t *testing.T, up *url.URL, opt func(*proxy.Proxy), timeout, late time.Duration) (*http.Response, []byte, proxy.Event) {
 	t.Helper()
 	ev := newEventLog(t)
@@ -364,9 +367,9 @@ func TestLaneRefusalReadsAlike(t *testing.T) {
 		// The upstream's handshake has a timeout of its own, from the dial
 		// on, however long the client took to send its request.
 		{"a late request, then an answer cut short in time", scripted(func(c net.Conn, _ <-chan struct{}) {
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(time.Second)
 			c.Close()
-		}), time.Second, 700 * time.Millisecond, ": EOF"},
+		}), 2 * time.Second, 1500 * time.Millisecond, ": EOF"},
 		{"wrong Sec-WebSocket-Accept", scripted(func(c net.Conn, done <-chan struct{}) {
 			c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"))
 			<-done
