@@ -344,13 +344,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 			dialed = c
 			return c, err
 		},
-		OnHeader: func(k, v []byte) error {
-			key := string(k)
-			if !isHopByHop(key) {
-				answer.Add(key, string(v))
-			}
-			return nil
-		},
+		OnHeader: gatherAnswer(answer),
 		OnStatusError: func(status int, _ []byte, r io.Reader) {
 			statusErr = readStatusError(status, r)
 		},
@@ -370,14 +364,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 		}
 		return nil, fmt.Errorf("dial %s: %w", target.Redacted(), err)
 	}
-	if hs.Protocol != "" {
-		answer.Set("Sec-Websocket-Protocol", hs.Protocol)
-	}
-	if len(hs.Extensions) > 0 {
-		var b strings.Builder
-		httphead.WriteOptions(&b, hs.Extensions)
-		answer.Set("Sec-Websocket-Extensions", b.String())
-	}
+	addNegotiated(answer, hs)
 	var pending []byte
 	if br != nil {
 		pending, _ = br.Peek(br.Buffered())
@@ -417,6 +404,32 @@ func (p *Proxy) untrackDial(c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.dials, c)
+}
+
+// gatherAnswer is the Dialer's OnHeader callback that gathers into
+// answer the end-to-end headers of the upstream's 101, which the client's
+// 101 carries.
+func gatherAnswer(answer http.Header) func(k, v []byte) error {
+	return func(k, v []byte) error {
+		key := string(k)
+		if !isHopByHop(key) {
+			answer.Add(key, string(v))
+		}
+		return nil
+	}
+}
+
+// addNegotiated sets in answer the subprotocol and the extensions the
+// upstream chose (hs), which the client's 101 carries on its behalf.
+func addNegotiated(answer http.Header, hs ws.Handshake) {
+	if hs.Protocol != "" {
+		answer.Set("Sec-Websocket-Protocol", hs.Protocol)
+	}
+	if len(hs.Extensions) > 0 {
+		var b strings.Builder
+		httphead.WriteOptions(&b, hs.Extensions)
+		answer.Set("Sec-Websocket-Extensions", b.String())
+	}
 }
 
 func readStatusError(status int, r io.Reader) *upstreamStatusError {

@@ -185,8 +185,7 @@ func (ls *lanes) stopAccepting() {
 			}
 			// An attempt with an ordinal is refused, as the goroutines'
 			// dial that Shutdown ends; its client, closed, gets no answer.
-			c.refuse(http.StatusBadGateway, RefusedUnreachable,
-				fmt.Errorf("dial %s: %w", joinURL(ls.p.Upstream, c.req.URL).Redacted(), ErrServerClosed), "")
+			c.refuse(http.StatusBadGateway, RefusedUnreachable, c.dialError(ErrServerClosed), "")
 		}
 	})
 	ls.closeListener()

@@ -142,7 +142,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		evloop.Close(c.ufd)
 	}
 	refused := func(status int, step string, why string) {
-		p.emitRefused(c.id, c.addr.String(), c.req, status, step, why)
+		p.emitRefused(c.id, c.caddr, c.req, status, step, why)
 	}
 	// A refused session never ran on the loop: nothing may have it leave.
 	gone := func() {

@@ -104,16 +104,10 @@ func dialerAnswer(template string, protocols []string, exts []httphead.Option) (
 	answer := http.Header{}
 	var status int
 	d := ws.Dialer{
-		Protocols:  protocols,
-		Extensions: exts,
-		NetDial:    func(context.Context, string, string) (net.Conn, error) { return c, nil },
-		OnHeader: func(k, v []byte) error {
-			key := string(k)
-			if !isHopByHop(key) {
-				answer.Add(key, string(v))
-			}
-			return nil
-		},
+		Protocols:     protocols,
+		Extensions:    exts,
+		NetDial:       func(context.Context, string, string) (net.Conn, error) { return c, nil },
+		OnHeader:      gatherAnswer(answer),
 		OnStatusError: func(s int, _ []byte, _ io.Reader) { status = s },
 	}
 	_, br, hs, err := d.Dial(context.Background(), "ws://upstream.test/chat")
@@ -128,15 +122,7 @@ func dialerAnswer(template string, protocols []string, exts []httphead.Option) (
 		res.err = err
 		return res, c.nonce, c.answer
 	}
-	// dialUpstream's steps after Dial.
-	if hs.Protocol != "" {
-		answer.Set("Sec-WebSocket-Protocol", hs.Protocol)
-	}
-	if len(hs.Extensions) > 0 {
-		var b strings.Builder
-		httphead.WriteOptions(&b, hs.Extensions)
-		answer.Set("Sec-WebSocket-Extensions", b.String())
-	}
+	addNegotiated(answer, hs) // dialUpstream's step after Dial
 	res.hs, res.answer = hs, answer
 	return res, c.nonce, c.answer
 }
@@ -713,22 +699,13 @@ func BenchmarkDialerUpgrade(b *testing.B) {
 			Protocols:  []string{"chat"},
 			Extensions: exts,
 			Header:     header,
-			OnHeader: func(k, v []byte) error {
-				key := string(k)
-				if !isHopByHop(key) {
-					answer.Add(key, string(v))
-				}
-				return nil
-			},
+			OnHeader:   gatherAnswer(answer),
 		}
 		_, hs, err := d.Upgrade(c, target)
 		if err != nil {
 			b.Fatal(err)
 		}
-		answer.Set("Sec-WebSocket-Protocol", hs.Protocol)
-		var sb strings.Builder
-		httphead.WriteOptions(&sb, hs.Extensions)
-		answer.Set("Sec-WebSocket-Extensions", sb.String())
+		addNegotiated(answer, hs)
 	}
 }
 
