@@ -113,11 +113,8 @@ func Reset(fd int) syscall.Errno {
 // starts connecting; the socket turns writable when the connect is over,
 // and SockError then says how it went.
 func Connect(ap netip.AddrPort) (int, syscall.Errno) {
-	family := syscall.AF_INET
-	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
-		family = syscall.AF_INET6
-	}
-	fd, _, errno := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(family),
+	fam := family(ap)
+	fd, _, errno := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(fam),
 		syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if errno != 0 {
 		return -1, errno
@@ -129,7 +126,7 @@ func Connect(ap netip.AddrPort) (int, syscall.Errno) {
 	var l uintptr
 	a := ap.Addr().Unmap()
 	port := ap.Port()
-	if family == syscall.AF_INET {
+	if fam == syscall.AF_INET {
 		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&rsa))
 		p.Family = syscall.AF_INET
 		p.Port = port>>8 | port<<8

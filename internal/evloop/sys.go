@@ -80,11 +80,16 @@ func rawAddr(rsa *syscall.RawSockaddrAny) net.Addr {
 
 // socket opens a non-blocking, close-on-exec TCP socket for ap's family.
 func socket(ap netip.AddrPort) (int, error) {
-	family := syscall.AF_INET
+	return syscall.Socket(family(ap), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+}
+
+// family is the address family of a socket to or at ap: IPv4 for an IPv4
+// address or one mapped into IPv6.
+func family(ap netip.AddrPort) int {
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
-		family = syscall.AF_INET6
+		return syscall.AF_INET6
 	}
-	return syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	return syscall.AF_INET
 }
 
 func sockaddr(ap netip.AddrPort) syscall.Sockaddr {
