@@ -255,16 +255,25 @@ func (l *Loop) Rebind(fd int, h Handler) { l.fds[int32(fd)] = h }
 
 // KeepAlive turns TCP keep-alive on for fd with Go's defaults (15 s idle
 // and interval, 9 probes), as net.TCPConn.SetKeepAliveConfig does.
-func KeepAlive(fd int) syscall.Errno {
+func KeepAlive(fd int) syscall.Errno { return setKeepAlive(fd, true, 15, 15, 9) }
+
+// setKeepAlive turns TCP keep-alive on fd on, with its first probe after
+// idle seconds, the next every interval seconds and count of them
+// unanswered ending the connection, or off.
+func setKeepAlive(fd int, on bool, idle, interval, count int) syscall.Errno {
+	enable := 0
+	if on {
+		enable = 1
+	}
 	for _, o := range [][3]int{
-		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 9},
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, enable},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, idle},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, interval},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, count},
 	} {
 		v := int32(o[2])
 		if _, _, errno := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), uintptr(o[0]), uintptr(o[1]),
-			uintptr(unsafe.Pointer(&v)), 4, 0); errno != 0 {
+			uintptr(unsafe.Pointer(&v)), 4, 0); errno != 0 || !on {
 			return errno
 		}
 	}

@@ -170,21 +170,10 @@ func (c *Conn) SetKeepAliveConfig(cfg net.KeepAliveConfig) error {
 	if count <= 0 {
 		count = 9
 	}
-	on := 0
-	if cfg.Enable {
-		on = 1
-	}
 	var serr error
 	if err := c.rc.Control(func(fd uintptr) {
-		for _, o := range [][3]int{
-			{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, on},
-			{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs(cfg.Idle)},
-			{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(cfg.Interval)},
-			{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, count},
-		} {
-			if serr = syscall.SetsockoptInt(int(fd), o[0], o[1], o[2]); serr != nil || on == 0 {
-				return
-			}
+		if errno := setKeepAlive(int(fd), cfg.Enable, secs(cfg.Idle), secs(cfg.Interval), count); errno != 0 {
+			serr = errno
 		}
 	}); err != nil {
 		return c.opError("set", err)

@@ -154,3 +154,56 @@ func BenchmarkSocketCalls(b *testing.B) {
 		})
 	}
 }
+
+// TestKeepAliveOptions sets keep-alive on a Conn as net.TCPConn's
+// SetKeepAliveConfig does, Go's defaults for what is not given, turns it
+// off again, and sets it on a loop's socket with KeepAlive.
+func TestKeepAliveOptions(t *testing.T) {
+	g := newGroup(t, 1)
+	c, _ := pair(t, g)
+	get := func(fd, level, opt int) int {
+		v, err := syscall.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	opts := func(fd int) [4]int {
+		return [4]int{get(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE), get(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE),
+			get(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL), get(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT)}
+	}
+	connOpts := func() (o [4]int) {
+		rc, _ := c.SyscallConn()
+		rc.Control(func(fd uintptr) { o = opts(int(fd)) })
+		return o
+	}
+	for _, tc := range []struct {
+		cfg  net.KeepAliveConfig
+		want [4]int
+	}{
+		{net.KeepAliveConfig{Enable: true}, [4]int{1, 15, 15, 9}},
+		{net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 1500 * time.Millisecond, Count: 3}, [4]int{1, 30, 2, 3}},
+	} {
+		if err := c.SetKeepAliveConfig(tc.cfg); err != nil {
+			t.Fatalf("SetKeepAliveConfig(%+v): got %v; want nil", tc.cfg, err)
+		}
+		if got := connOpts(); got != tc.want {
+			t.Errorf("SetKeepAliveConfig(%+v): got options %v; want %v", tc.cfg, got, tc.want)
+		}
+	}
+	if err := c.SetKeepAliveConfig(net.KeepAliveConfig{}); err != nil {
+		t.Fatalf("SetKeepAliveConfig off: got %v; want nil", err)
+	}
+	if got := connOpts()[0]; got != 0 {
+		t.Errorf("SO_KEEPALIVE once off: got %d; want 0", got)
+	}
+
+	a, b := socketPair(t)
+	t.Cleanup(func() { Close(a); Close(b) })
+	if errno := KeepAlive(a); errno != 0 {
+		t.Fatalf("KeepAlive: got %v; want 0", errno)
+	}
+	if got, want := opts(a), [4]int{1, 15, 15, 9}; got != want {
+		t.Errorf("KeepAlive: got options %v; want %v", got, want)
+	}
+}
