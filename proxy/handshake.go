@@ -264,10 +264,8 @@ func validKey(k string) bool {
 
 func headerHasToken(h http.Header, key, token string) bool {
 	for _, v := range h[http.CanonicalHeaderKey(key)] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+		if hasToken(v, token) {
+			return true
 		}
 	}
 	return false
