@@ -95,10 +95,10 @@ func (p *Proxy) refuseUnread(conn net.Conn, line string, status int, why error) 
 			u = t
 		}
 	}
-	id := p.nextID.Add(1)
-	p.log.Info("upgrade refused", zap.Uint64("session", id), zap.Stringer("client", conn.RemoteAddr()),
+	id, client := p.nextID.Add(1), conn.RemoteAddr().String()
+	p.log.Info("upgrade refused", zap.Uint64("session", id), zap.String("client", client),
 		zap.String("path", u.Path), zap.Int("status", status), zap.Error(why))
-	p.emitRefused(id, conn.RemoteAddr().String(), &http.Request{URL: u}, status, RefusedBadRequest, why.Error())
+	p.emitRefused(id, client, &http.Request{URL: u}, status, RefusedBadRequest, why.Error())
 }
 
 // serveWebSocket answers an upgrade request that has been read from br:
