@@ -21,7 +21,8 @@
 // A loop that has seen an event recently waits in epoll_pwait through
 // syscall.RawSyscall6, keeping its P; after idleWaits empty waits in a row
 // it waits through the runtime instead, giving its P back, so that an idle
-// proxy's loops cost nothing. A process with loops must leave a P free for
+// proxy's loops cost nothing, until shortly before its next timer, which it
+// waits for keeping its P again. A process with loops must leave a P free for
 // everything else (GOMAXPROCS one more than the loops): goroutines and
 // timers queued on a loop's P wait while the loop holds it, until sysmon
 // preempts the loop, 10 ms or more.
@@ -32,6 +33,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -60,6 +62,8 @@ type Loop struct {
 	done   chan struct{}
 	events []syscall.EpollEvent
 	timers timerHeap // the loop's own
+
+	noPwait2 bool // the kernel has no epoll_pwait2: waits are in milliseconds
 }
 
 const (
@@ -69,6 +73,12 @@ const (
 	// idleWaits is how many empty raw waits in a row make a loop wait
 	// through the runtime, without its P, until its next event.
 	idleWaits = 20
+	// keepPFor is how soon a timer must be due for an idle loop to wait
+	// for it keeping its P: a thread back from a wait through the
+	// runtime must get a P before it runs anything, which on a busy
+	// process takes milliseconds. An idle loop waits through the runtime
+	// until keepPFor before its next timer, then keeping its P.
+	keepPFor = 2 * time.Millisecond
 )
 
 // Group is a set of loops.
@@ -194,11 +204,11 @@ func (l *Loop) run() {
 	for {
 		var n int
 		var errno syscall.Errno
-		if empty < idleWaits {
-			n, errno = rawEpollWait(l.epfd, l.events, l.timeout(busyWait))
+		if raw, d, ms := l.nextWait(empty); raw {
+			n, errno = rawEpollWaitFor(l.epfd, l.events, d, &l.noPwait2)
 		} else {
 			var err error
-			n, err = syscall.EpollWait(l.epfd, l.events, l.timeout(-1))
+			n, err = syscall.EpollWait(l.epfd, l.events, ms)
 			if err != nil {
 				errno, _ = err.(syscall.Errno)
 			}
@@ -220,6 +230,11 @@ func (l *Loop) run() {
 			if h := l.fds[ev.Fd]; h != nil {
 				h.Ready(ev.Events)
 			}
+			// A timer due meanwhile waits for one socket's work, not
+			// for the rest of the batch's.
+			if l.runTimers() {
+				empty = 0
+			}
 		}
 		l.runWork()
 		if l.runTimers() {
@@ -230,6 +245,25 @@ func (l *Loop) run() {
 			return
 		}
 	}
+}
+
+// nextWait says how the loop waits next, after empty waits in a row that
+// saw no event: raw, keeping its P, for at most d; or through the runtime
+// for at most ms milliseconds (-1: until an event), ending keepPFor or a
+// little more before the next timer, which the raw wait then waits for.
+func (l *Loop) nextWait(empty int) (raw bool, d time.Duration, ms int) {
+	until, ok := l.untilTimer()
+	if empty < idleWaits || ok && until < keepPFor+time.Millisecond {
+		d = busyWait * time.Millisecond
+		if ok && until < d {
+			d = until
+		}
+		return true, d, 0
+	}
+	if !ok {
+		return false, 0, -1
+	}
+	return false, 0, int((until - keepPFor) / time.Millisecond)
 }
 
 // runWork runs what goroutines have queued.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -18,6 +19,32 @@ func rawEpollWait(epfd int, events []syscall.EpollEvent, msec int) (int, syscall
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd),
 		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
 	return int(n), errno
+}
+
+// sysEpollPwait2 is epoll_pwait2's number, the same on every architecture
+// (Linux 5.11 and later).
+const sysEpollPwait2 = 441
+
+// rawEpollWaitFor waits as rawEpollWait does, for at most d, to the
+// nanosecond with epoll_pwait2 where the kernel has it. noPwait2 is set,
+// and the wait made in milliseconds rounded up, where it has not.
+func rawEpollWaitFor(epfd int, events []syscall.EpollEvent, d time.Duration, noPwait2 *bool) (int, syscall.Errno) {
+	if !*noPwait2 {
+		ts := syscall.NsecToTimespec(int64(d))
+		n, _, errno := syscall.RawSyscall6(sysEpollPwait2, uintptr(epfd),
+			uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
+		if errno != syscall.ENOSYS {
+			return int(n), errno
+		}
+		*noPwait2 = true
+	}
+	return rawEpollWait(epfd, events, ceilMillis(d))
+}
+
+// ceilMillis is d in milliseconds, rounded up, so that a wait never ends
+// before a timer is due.
+func ceilMillis(d time.Duration) int {
+	return int((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 func rawEpollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {

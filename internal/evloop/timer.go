@@ -70,26 +70,20 @@ func (t *Timer) Stop() bool {
 	return true
 }
 
-// timeout returns how long, in milliseconds, the loop may wait: def (-1:
-// no limit) or less if a timer is due sooner. It rounds up, so that a
-// timer is never run early.
-func (l *Loop) timeout(def int) int {
+// untilTimer returns how long until the loop's next timer is due (0 if
+// it is), and false if the loop has no timer.
+func (l *Loop) untilTimer() (time.Duration, bool) {
 	if len(l.timers) == 0 {
-		return def
+		return 0, false
 	}
-	d := time.Until(l.timers[0].when)
-	if d <= 0 {
-		return 0
-	}
-	ms := int((d + time.Millisecond - 1) / time.Millisecond)
-	if def >= 0 && ms > def {
-		return def
-	}
-	return ms
+	return max(time.Until(l.timers[0].when), 0), true
 }
 
 // runTimers runs the timers that are due; it reports whether any ran.
 func (l *Loop) runTimers() bool {
+	if len(l.timers) == 0 {
+		return false
+	}
 	ran := false
 	now := time.Now()
 	for len(l.timers) > 0 && !l.timers[0].when.After(now) {

@@ -3,6 +3,7 @@
 package evloop
 
 import (
+	"syscall"
 	"testing"
 	"time"
 )
@@ -108,40 +109,81 @@ func TestTimerFromTimer(t *testing.T) {
 	await(t, ran, "a timer set by a timer did not run")
 }
 
-func TestTimeout(t *testing.T) {
+// TestNextWait checks how a loop waits with and without a timer, busy
+// (fewer than idleWaits empty waits) and idle: a busy loop waits keeping
+// its P for busyWait or until its next timer; an idle one waits through
+// the runtime until keepPFor before its next timer, and keeping its P
+// when that is sooner.
+func TestNextWait(t *testing.T) {
 	g := newGroup(t, 1)
 	l := g.loops[0]
+	const ms = time.Millisecond
 	cases := []struct {
 		name  string
 		timer time.Duration // 0: none
-		def   int
-		check func(got int) bool
-		want  string
+		empty int
+		raw   bool
+		d     [2]time.Duration // raw: the range d must be in
+		ms    [2]int           // not raw: the range ms must be in
 	}{
-		{"no timer, default", 0, busyWait, func(got int) bool { return got == busyWait }, "busyWait"},
-		{"no timer, no limit", 0, -1, func(got int) bool { return got == -1 }, "-1"},
-		{"later timer", time.Hour, busyWait, func(got int) bool { return got == busyWait }, "busyWait"},
-		{"sooner timer", 3 * time.Millisecond, busyWait, func(got int) bool { return got >= 1 && got <= 3 }, "1 to 3"},
-		{"timer, no limit", time.Hour, -1, func(got int) bool { return got > 3_500_000 }, "about an hour"},
-		{"due timer", -time.Millisecond, -1, func(got int) bool { return got == 0 }, "0"},
+		{"busy, no timer", 0, 0, true, [2]time.Duration{busyWait * ms, busyWait * ms}, [2]int{}},
+		{"idle, no timer", 0, idleWaits, false, [2]time.Duration{}, [2]int{-1, -1}},
+		{"busy, later timer", time.Hour, 0, true, [2]time.Duration{busyWait * ms, busyWait * ms}, [2]int{}},
+		{"busy, sooner timer", 3 * ms, 0, true, [2]time.Duration{1, 3 * ms}, [2]int{}},
+		{"idle, timer in an hour", time.Hour, idleWaits, false, [2]time.Duration{}, [2]int{3_599_990, 3_599_998}},
+		{"idle, timer in a second", time.Second, idleWaits, false, [2]time.Duration{}, [2]int{990, 998}},
+		{"idle, timer within keepPFor", 2 * ms, idleWaits, true, [2]time.Duration{1, 2 * ms}, [2]int{}},
+		{"idle, due timer", -ms, idleWaits, true, [2]time.Duration{0, 0}, [2]int{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var got int
+			var raw bool
+			var d time.Duration
+			var gotMs int
 			onLoop(t, l, func() {
 				var tm *Timer
 				if tc.timer != 0 {
 					tm = l.After(tc.timer, func() {})
 				}
-				got = l.timeout(tc.def)
+				raw, d, gotMs = l.nextWait(tc.empty)
 				if tm != nil {
 					tm.Stop()
 				}
 			})
-			if !tc.check(got) {
-				t.Errorf("got %d ms; want %s", got, tc.want)
+			if raw != tc.raw {
+				t.Fatalf("raw: got %v; want %v", raw, tc.raw)
+			}
+			if raw && (d < tc.d[0] || d > tc.d[1]) {
+				t.Errorf("raw wait: got %v; want %v to %v", d, tc.d[0], tc.d[1])
+			}
+			if !raw && (gotMs < tc.ms[0] || gotMs > tc.ms[1]) {
+				t.Errorf("wait through the runtime: got %d ms; want %d to %d", gotMs, tc.ms[0], tc.ms[1])
 			}
 		})
+	}
+}
+
+// TestRawWaitFor checks that a raw wait with a timeout ends once it has
+// passed, and not before, with epoll_pwait2 and with the milliseconds
+// fallback.
+func TestRawWaitFor(t *testing.T) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatalf("epoll_create1: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(epfd) })
+	events := make([]syscall.EpollEvent, 1)
+	for _, fallback := range []bool{false, true} {
+		noPwait2 := fallback
+		start := time.Now()
+		n, errno := rawEpollWaitFor(epfd, events, 1500*time.Microsecond, &noPwait2)
+		took := time.Since(start)
+		if errno != 0 || n != 0 {
+			t.Fatalf("fallback %v: got %d events, errno %v; want 0, 0", fallback, n, errno)
+		}
+		if took < 1500*time.Microsecond {
+			t.Errorf("fallback %v: waited %v; want 1.5ms or more", fallback, took)
+		}
 	}
 }
 
@@ -182,5 +224,61 @@ func TestTimerReset(t *testing.T) {
 	case got := <-ran:
 		t.Errorf("got timer %q again; want each once", got)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// orderHandler notes, in a shared list, each time its socket is ready; the
+// first of them to be ready sets a timer due at once.
+type orderHandler struct {
+	l     *Loop
+	name  string
+	order *[]string
+	set   *bool
+}
+
+func (h *orderHandler) Ready(uint32) {
+	*h.order = append(*h.order, h.name)
+	if !*h.set {
+		*h.set = true
+		h.l.After(0, func() { *h.order = append(*h.order, "timer") })
+	}
+}
+
+func (h *orderHandler) Stopped() {}
+
+// TestTimerBetweenEvents checks that a timer due while a loop handles a
+// batch of events runs after the event at hand, before the rest.
+func TestTimerBetweenEvents(t *testing.T) {
+	g := newGroup(t, 1)
+	l := g.loops[0]
+	a, pa := socketPair(t)
+	b, pb := socketPair(t)
+	t.Cleanup(func() {
+		for _, fd := range []int{a, pa, b, pb} {
+			syscall.Close(fd)
+		}
+	})
+	var order []string
+	var set bool
+	done := make(chan error, 1)
+	onLoop(t, l, func() {
+		for _, h := range []struct {
+			fd   int
+			name string
+		}{{a, "first"}, {b, "second"}} {
+			if err := l.Add(h.fd, &orderHandler{l: l, name: h.name, order: &order, set: &set}, syscall.EPOLLIN|1<<31); err != nil { // EPOLLET
+				t.Errorf("Add: %v", err)
+			}
+		}
+		// Both become readable before the loop waits again: one batch.
+		syscall.Write(pa, []byte("x"))
+		syscall.Write(pb, []byte("x"))
+		l.After(50*time.Millisecond, func() { done <- nil })
+	})
+	await(t, done, "the loop did not go on")
+	var got []string
+	onLoop(t, l, func() { got = append(got, order...) })
+	if len(got) != 3 || got[1] != "timer" {
+		t.Errorf("order: got %v; want an event, the timer, the other event", got)
 	}
 }
