@@ -164,6 +164,7 @@ func (p *Proxy) InjectMatching(match *rules.Match, m Manual) int {
 			hit = append(hit, s)
 		}
 	}
+	offLanes(hit) // all at once: manual would wait for each session's loop in turn
 	w := &wave{}
 	return w.run(p.poller, hit, func(s *session) bool { return s.manual(m, w) })
 }

@@ -142,8 +142,15 @@ func (e *engine) tick(ctx context.Context, lr *liveRule) {
 // fireAll fires lr on every open session it applies to, as one wave, and
 // returns how many it fired on.
 func (e *engine) fireAll(lr *liveRule) int {
+	var hit []*session
+	for _, s := range e.p.openSessions() {
+		if sr := s.ruleState(lr); sr != nil && sr.hit {
+			hit = append(hit, s)
+		}
+	}
+	offLanes(hit) // all at once: fire would wait for each session's loop in turn
 	w := &wave{}
-	return w.run(e.p.poller, e.p.openSessions(), func(s *session) bool {
+	return w.run(e.p.poller, hit, func(s *session) bool {
 		sr := s.ruleState(lr)
 		return sr != nil && s.fire(sr, w)
 	})

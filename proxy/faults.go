@@ -27,9 +27,38 @@ type sessionRule struct {
 // The rules are read under s.mu, so that of two concurrent attaches the
 // last sees the newest rules.
 func (s *session) attach() {
-	if len(s.p.engine.gen.Load().rules) > 0 {
-		s.offLane() // rules need the copiers
+	s.mu.Lock()
+	opened := s.opened
+	s.mu.Unlock()
+	if s.needsCopiers(s.p.engine.gen.Load(), opened) {
+		s.offLane()
 	}
+	s.attachRules()
+}
+
+// needsCopiers reports whether a rule of gen that applies to the session
+// acts in a way only its copiers can: an on_message rule looks at every
+// message, and a connect rule fires as the session opens (opened: it has).
+// Every other rule waits for a time, a tick or a count, which a session
+// on a loop waits for there: it leaves its loop when the rule fires.
+// Disabled rules count too, since enabling one does not attach again.
+func (s *session) needsCopiers(gen *ruleGen, opened bool) bool {
+	for _, lr := range gen.rules {
+		switch {
+		case lr.Action.Kind == rules.Reject || lr.Action.Kind == rules.TLSFail:
+			continue // decided before the session existed
+		case lr.Trigger == rules.OnMessage, lr.Trigger == rules.OnConnect && !opened:
+			if lr.Match.Matches(&s.info) && lr.Hit(s.p.Seed, s.id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// attachRules is attach's work once the session is off its loop, or on the
+// loop when needsCopiers said it may stay there.
+func (s *session) attachRules() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gen := s.p.engine.gen.Load()
@@ -151,6 +180,50 @@ func (s *session) counted(src side, h ws.Header) {
 	}
 }
 
+// countFires reports whether the data frame h from src completes the count
+// of a rule in list (a loop's read of s.rules): a loop, which cannot fire
+// rules, leaves h to the copiers, which count it with counted and fire.
+func countFires(list []*sessionRule, src side, h ws.Header) bool {
+	dir := sideDir(src)
+	for _, sr := range list {
+		lr := sr.lr
+		if !sr.hit || lr.Direction&dir == 0 {
+			continue
+		}
+		n := sr.count.Load()
+		switch lr.Trigger {
+		case rules.AfterMessages:
+			if h.Fin && n+1 == lr.Count {
+				return true
+			}
+		case rules.AfterBytes:
+			if h.Length > 0 && n < lr.Count && n+h.Length >= lr.Count {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// countOnLoop counts the data frame h from src for the rules in list, on
+// a loop, once countFires has said that it fires none of them: a loop
+// relays both directions, so no one else counts meanwhile.
+func countOnLoop(list []*sessionRule, src side, h ws.Header) {
+	dir := sideDir(src)
+	for _, sr := range list {
+		lr := sr.lr
+		if !sr.hit || lr.Direction&dir == 0 {
+			continue
+		}
+		switch {
+		case lr.Trigger == rules.AfterMessages && h.Fin:
+			sr.count.Add(1)
+		case lr.Trigger == rules.AfterBytes:
+			sr.count.Add(h.Length)
+		}
+	}
+}
+
 func sideDir(s side) rules.Direction {
 	if s == sideClient {
 		return rules.FromClient
@@ -165,6 +238,17 @@ func sideDir(s side) rules.Direction {
 // of, or nil.
 func (s *session) fire(sr *sessionRule, w *wave) bool {
 	s.offLane()
+	if !s.claimFiring(sr) {
+		return false
+	}
+	s.noteFiring(sr, w)
+	s.act(&sr.lr.Action, sr.lr.Direction, sr, "rule "+sr.lr.Name, w)
+	return true
+}
+
+// claimFiring decides whether sr fires now, as fire says, and if so counts
+// it as fired; an action that ends the session claims its end.
+func (s *session) claimFiring(sr *sessionRule) bool {
 	lr := sr.lr
 	if !sr.hit || lr.disabled.Load() || s.closing.Load() || s.finished.Load() || s.closeUnderway() {
 		return false
@@ -182,6 +266,14 @@ func (s *session) fire(sr *sessionRule, w *wave) bool {
 		}
 		return false
 	}
+	return true
+}
+
+// noteFiring logs and records sr's firing, as part of wave w or (nil) on
+// its own.
+func (s *session) noteFiring(sr *sessionRule, w *wave) {
+	lr := sr.lr
+	a := &lr.Action
 	fields := []zap.Field{
 		zap.String("rule", lr.Name),
 		zap.Stringer("trigger", lr.Trigger),
@@ -202,8 +294,6 @@ func (s *session) fire(sr *sessionRule, w *wave) bool {
 	s.p.emit(Event{Time: time.Now(), Kind: EventFault, Session: s.id, Client: s.clientAddr,
 		Path: s.path, Query: s.query, Subprotocol: s.proto, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Code: code, Reason: a.Reason})
-	s.act(a, lr.Direction, sr, "rule "+lr.Name, w)
-	return true
 }
 
 // act performs an action on the session, as part of wave w or (nil) on

@@ -149,7 +149,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	info := sessionInfo(req, addr)
 	if lr := p.engine.rejectFor(&info, id); lr != nil {
 		answerBy()
-		p.reject(conn, lr, log(), id, req)
+		p.reject(conn, addr, lr, log(), id, req)
 		refuse(lr.Action.Status, RefusedRule, fmt.Errorf("rule %s", lr.Name))
 		return
 	}
@@ -643,17 +643,17 @@ func headWantsWebSocket(head []byte) bool {
 
 // reject refuses an upgrade as a reject rule says: its status, Retry-After
 // and body. The upstream is never dialed.
-func (p *Proxy) reject(conn net.Conn, lr *liveRule, log *zap.Logger, id uint64, req *http.Request) {
+func (p *Proxy) reject(w io.Writer, client string, lr *liveRule, log *zap.Logger, id uint64, req *http.Request) {
 	a := &lr.Action
 	h := http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
 	if a.RetryAfter >= 0 {
 		h.Set("Retry-After", strconv.Itoa(a.RetryAfter))
 	}
 	e := &upstreamStatusError{status: a.Status, header: h, body: []byte(a.Body)}
-	e.writeTo(conn)
+	e.writeTo(w)
 	log.Info("fault fired", zap.String("rule", lr.Name), zap.Stringer("trigger", lr.Trigger),
 		zap.Stringer("action", a.Kind), zap.Int("status", a.Status), zap.Uint64("seed", p.Seed))
-	p.emit(Event{Time: time.Now(), Kind: EventFault, Session: id, Client: conn.RemoteAddr().String(),
+	p.emit(Event{Time: time.Now(), Kind: EventFault, Session: id, Client: client,
 		Path: req.URL.Path, Query: req.URL.RawQuery, By: "rule", Rule: lr.Name,
 		Trigger: lr.Trigger.String(), Action: a.Kind.String(), Status: a.Status})
 }

@@ -296,7 +296,7 @@ func (c *laneConn) Ready(events uint32) {
 	if i < 0 && len(c.head) <= maxHeadSize {
 		return // more to come
 	}
-	if i < 0 || i+4 > maxHeadSize || !headWantsWebSocket(c.head[:i+2]) || len(c.ll.ls.p.engine.gen.Load().rules) > 0 {
+	if i < 0 || i+4 > maxHeadSize || !headWantsWebSocket(c.head[:i+2]) {
 		c.toGoroutines()
 		return
 	}
@@ -442,10 +442,35 @@ func (c *laneConn) refuse(status int, step string, why error, msg string) {
 	p.emitRefused(c.id, c.addr.String(), c.req, status, step, why.Error())
 }
 
+// rejected refuses the attempt, before anything is dialed, when a reject
+// rule applies to it, as serveWebSocket does; it reports whether it did.
+func (c *laneConn) rejected() bool {
+	p := c.ll.ls.p
+	if len(p.engine.gen.Load().rules) == 0 {
+		return false
+	}
+	info := sessionInfo(c.req, c.caddr)
+	lr := p.engine.rejectFor(&info, c.id)
+	if lr == nil {
+		return false
+	}
+	var b bytes.Buffer
+	log := p.log.With(zap.Uint64("session", c.id), zap.String("client", c.caddr), zap.String("path", c.req.URL.Path))
+	p.reject(&b, c.caddr, lr, log, c.id, c.req)
+	evloop.Write(c.fd, b.Bytes())
+	c.fail()
+	p.emitRefused(c.id, c.caddr, c.req, lr.Action.Status, RefusedRule, "rule "+lr.Name)
+	return true
+}
+
 // dial starts the upstream's connection.
 func (c *laneConn) dial() {
 	ls := c.ll.ls
 	c.id = ls.p.nextID.Add(1)
+	c.caddr = c.addr.String()
+	if c.rejected() {
+		return
+	}
 	// The upstream's connect and handshake have a handshake timeout of
 	// their own from here, as the goroutines' dial has, however long the
 	// client took to send its request.
@@ -462,7 +487,6 @@ func (c *laneConn) dial() {
 	var key [16]byte
 	rand.Read(key[:])
 	makeNonce(c.nonce[:], key)
-	c.caddr = c.addr.String()
 	fwd := forwardHeader(c.req, c.caddr, false)
 	c.requests = appendUpgradeRequest(nil, target, c.nonce[:], c.protos, c.exts, fwd)
 	if err := c.ll.l.Add(fd, c.dialer, laneEvents); err != nil {

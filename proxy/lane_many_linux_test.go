@@ -85,20 +85,36 @@ func TestLaneManyInjectMatching(t *testing.T) {
 	allEnded(t, p, ev, n)
 }
 
-// TestLaneManySetRules loads rules over a loop's sessions: every one
-// leaves the loop for the copiers, and goes on relaying.
+// TestLaneManySetRules loads rules over a loop's sessions. A counting
+// rule leaves them on the loop, which counts their messages; an on_message
+// rule, which only the copiers carry out, has every one leave the loop.
+// They go on relaying throughout.
 func TestLaneManySetRules(t *testing.T) {
 	checkGoroutines(t)
 	const n = 300
 	_, p, _, clients := manyOnLoops(t, n)
-	set := compileRules(t, false, rules.Spec{Name: "late", AfterMessages: ptr(int64(1000)), Action: "close", Code: int64(4001)})
-	within(t, "SetRules", 3*testTimeout, func() { p.SetRules(set) })
-	if got := proxy.OnLoop(p); got != 0 {
-		t.Errorf("sessions on loops after SetRules: got %d; want 0", got)
+	count := rules.Spec{Name: "late", AfterMessages: ptr(int64(1000)), Direction: "client", Action: "close", Code: int64(4001)}
+	within(t, "SetRules", 3*testTimeout, func() { p.SetRules(compileRules(t, false, count)) })
+	if got := proxy.OnLoop(p); got != n {
+		t.Errorf("sessions on loops after a counting rule: got %d; want %d", got, n)
 	}
 	for _, c := range clients {
 		c.writeFrame(t, true, ws.OpText, []byte("again"))
 		c.expectText(t, "echo", "again")
+	}
+	for _, info := range p.Sessions() {
+		if len(info.Rules) != 1 || info.Rules[0].Counted != 1 {
+			t.Fatalf("session %d's rules: got %+v; want late, one message counted", info.ID, info.Rules)
+		}
+	}
+	inspect := rules.Spec{Name: "poison", OnMessage: ptr("poison"), Action: "close", Code: int64(4002)}
+	within(t, "SetRules", 3*testTimeout, func() { p.SetRules(compileRules(t, false, count, inspect)) })
+	if got := proxy.OnLoop(p); got != 0 {
+		t.Errorf("sessions on loops after an on_message rule: got %d; want 0", got)
+	}
+	for _, c := range clients {
+		c.writeFrame(t, true, ws.OpText, []byte("once more"))
+		c.expectText(t, "echo", "once more")
 	}
 }
 
@@ -129,14 +145,18 @@ func TestLaneManyClose(t *testing.T) {
 }
 
 // TestLaneManyEveryReload loads an every rule over a loop's sessions: its
-// tick closes each of them.
+// tick has them leave the loop together and closes each of them.
 func TestLaneManyEveryReload(t *testing.T) {
 	checkGoroutines(t)
 	const n = 300
 	_, p, ev, clients := manyOnLoops(t, n)
 	within(t, "SetRules", 3*testTimeout, func() {
-		p.SetRules(compileRules(t, false, rules.Spec{Name: "tick", Every: "300ms", Action: "close", Code: int64(4000)}))
+		p.SetRules(compileRules(t, false, rules.Spec{Name: "tick", Every: "1s", Action: "close", Code: int64(4000)}))
 	})
+	// The sessions wait for the tick on their loop, and leave it together.
+	if got := proxy.OnLoop(p); got != n {
+		t.Errorf("sessions on loops before the tick: got %d; want %d", got, n)
+	}
 	answerAll(t, clients, 4000)
 	ev.waitN(t, proxy.EventClosed, 0, n)
 	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })

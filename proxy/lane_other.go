@@ -15,3 +15,4 @@ func (*lanes) leaveAll()                                 {}
 func (*lanes) abortAll()                                 {}
 func (*lanes) stop()                                     {}
 func (*session) offLane()                                {}
+func offLanes([]*session)                                {}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wschaos/wschaos/internal/evloop"
+	"github.com/wschaos/wschaos/rules"
 )
 
 // laneSession is a session its loop relays. Only the loop touches it.
@@ -30,11 +31,22 @@ type laneSession struct {
 	waiters  []chan struct{}
 	closed   bool
 
+	// The after rules' timers, run by the loop, and the rules that fired
+	// and wait for the session to leave its loop.
+	afters []laneAfter
+	firing []*sessionRule
+
 	// The keep-alive sweep's: frames seen at the last sweep, sweeps since
 	// they changed, and whether keep-alive is on.
 	seen      uint64
 	quiet     int
 	keptAlive bool
+}
+
+// laneAfter is an after rule's timer in a session on a loop.
+type laneAfter struct {
+	sr    *sessionRule
+	timer *evloop.Timer
 }
 
 // sweepEvery is how often a loop looks for sessions fallen quiet; one
@@ -95,6 +107,7 @@ type laneDir struct {
 	more     bool   // src may hold bytes not read yet
 	ended    bool   // src's read side ended
 	closeOut bool   // out ends with src's close frame: closeRelayed once it is written
+	ownClose bool   // out is a close frame of the proxy's own: dst got it once it is written
 	stuck    bool   // src sent something only the copiers handle: leave the lane
 }
 
@@ -169,9 +182,16 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		refused(0, RefusedClient, "answer client: "+err.Error())
 		return nil
 	}
-	if len(p.engine.gen.Load().rules) > 0 {
-		c.openOnGoroutines(s, ls, appendUpgradeAnswer(nil, c.req, answer), upending)
-		return nil
+	// The rules are attached before the 101, as on goroutines. A session
+	// stays on its loop under any rule but those that act in the copiers
+	// (needsCopiers); one that fires has it leave its loop first. A reload
+	// from now on finds the session listed, and attaches it itself.
+	if gen := p.engine.gen.Load(); len(gen.rules) > 0 {
+		if s.needsCopiers(gen, false) {
+			c.openOnGoroutines(s, ls, appendUpgradeAnswer(nil, c.req, answer), upending)
+			return nil
+		}
+		s.attachRules()
 	}
 	for i := range ls.dirs {
 		d := &ls.dirs[i]
@@ -200,18 +220,105 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	if !d.flush() {
 		d.out = append([]byte(nil), d.out...)
 	}
-	s.mu.Lock()
-	s.opened = true
-	s.mu.Unlock()
+	ls.markOpened()
 	s.announce()
 	return ls
 }
 
+// markOpened is session.markOpened for a session on a loop: the loop runs
+// its after rules' timers, as precisely as its epoll timeout (a timer of
+// the runtime's made here would wait on the loop's P). A reload arms the
+// timers of rules new to an open session on the runtime's timers.
+func (ls *laneSession) markOpened() {
+	s := ls.s
+	s.mu.Lock()
+	s.opened = true
+	list := *s.rules.Load()
+	s.mu.Unlock()
+	for _, sr := range list {
+		lr := sr.lr
+		if !sr.hit || lr.Trigger != rules.After {
+			continue
+		}
+		d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
+		ls.afters = append(ls.afters, laneAfter{sr: sr, timer: ls.ll.l.After(d, func() { ls.afterDue(sr) })})
+	}
+}
+
+// afterDue fires an after rule's timer, unless a reload removed the rule.
+// A close the loop sends itself when nothing is under way in either
+// direction (closeFault); for anything else the session leaves its loop,
+// and the rule fires once it has (leave).
+func (ls *laneSession) afterDue(sr *sessionRule) {
+	s := ls.s
+	if ls.closed || !containsRule(*s.rules.Load(), sr) {
+		return
+	}
+	if a := &sr.lr.Action; a.Kind == rules.Close && ls.idle() {
+		if s.claimFiring(sr) {
+			s.noteFiring(sr, nil)
+			ls.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, "rule "+sr.lr.Name)
+		}
+		return
+	}
+	ls.firing = append(ls.firing, sr)
+	ls.leaving = true
+	ls.check()
+}
+
+// idle reports whether a close frame of the proxy's own can go to either
+// side at once: no frame is half relayed, nothing waits to be written, and
+// the session is not leaving its loop.
+func (ls *laneSession) idle() bool {
+	for i := range ls.dirs {
+		d := &ls.dirs[i]
+		if d.rem > 0 || d.out != nil || d.stuck || d.ended {
+			return false
+		}
+	}
+	return !ls.leaving
+}
+
+// closeFault is session.closeFault for a session on a loop, idle: close
+// code and reason to the sides to names and 1001 to the other, the
+// connections closed after the handshakes or closeGrace. From then on the
+// loop drains what the peers send, up to their close frames.
+func (ls *laneSession) closeFault(to rules.Target, code ws.StatusCode, reason, why string) {
+	s := ls.s
+	s.setEnd("proxy", why, code, reason)
+	ls.arm(closeGrace)
+	for i, p := range [2]*peer{s.client, s.upstream} {
+		c, r := closeGoingAway, "going away"
+		if p.side == sideClient && to&rules.ToClient != 0 || p.side == sideUpstream && to&rules.ToUpstream != 0 {
+			c, r = code, reason
+		}
+		if p.gotClose.Load() || p.gone.Load() {
+			continue
+		}
+		d := &ls.dirs[1-i] // the direction that writes to p
+		d.out, d.ownClose = closeFrame(p.side, c, r), true
+		d.flush()
+	}
+	ls.maybeFinish()
+}
+
+// stopAfters stops the after rules' timers still waiting and returns
+// their rules.
+func (ls *laneSession) stopAfters() []*sessionRule {
+	var waiting []*sessionRule
+	for _, a := range ls.afters {
+		if a.timer.Stop() {
+			waiting = append(waiting, a.sr)
+		}
+	}
+	ls.afters = nil
+	return waiting
+}
+
 // run starts relaying what arrived with the handshakes.
 func (ls *laneSession) run() {
-	// Rules loaded before the session was listed were seen by
-	// newLaneSession (the session opened on goroutines); a reload since
-	// finds it listed, and has it leave its loop before attaching it.
+	// Rules loaded before the session was listed were attached by
+	// newLaneSession; a reload since finds it listed, and attaches it.
 	for i := range ls.dirs {
 		if !ls.closed {
 			ls.dirs[i].relay(false)
@@ -248,6 +355,16 @@ func (d *laneDir) relay(trustShort bool) {
 			d.carry = append(d.carry, buf[:k]...)
 			d.readEnded(0)
 			return
+		}
+		if s := ls.s; s.closing.Load() {
+			// The proxy closed the session: only the peers' close
+			// frames still matter.
+			used := d.drain(buf[:k+n])
+			d.carry = append(d.carry, buf[used:k+n]...)
+			if ls.closed {
+				return
+			}
+			continue
 		}
 		stop, closed := d.walk(buf[:k+n])
 		d.carry = append(d.carry, buf[stop:k+n]...)
@@ -296,9 +413,23 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 		if !ok {
 			return pos, false
 		}
+		var counting []*sessionRule
+		if !h.OpCode.IsControl() && s.isCounting(src.side) {
+			counting = *s.rules.Load()
+			if countFires(counting, src.side, h) {
+				// The copiers relay this frame, count it and fire
+				// the rule, as they would have on their own; it is
+				// looked at before check, which keeps state.
+				d.stuck = true
+				return pos, false
+			}
+		}
 		if d.c.check(h) != nil {
 			d.stuck = true
 			return pos, false
+		}
+		if counting != nil {
+			countOnLoop(counting, src.side, h)
 		}
 		if h.OpCode == ws.OpClose {
 			if int64(len(b)-pos-size) < h.Length {
@@ -326,6 +457,51 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 		d.rem = h.Length
 	}
 	return pos, false
+}
+
+// drain reads the frames in b once the proxy has closed the session, as
+// the copiers' drain does: nothing is relayed, and src's close frame moves
+// the close handshake on. It returns how much of b it used; the rest is a
+// partial header or close frame.
+func (d *laneDir) drain(b []byte) int {
+	src := d.c.src
+	pos := 0
+	for pos < len(b) {
+		if d.rem > 0 {
+			k := min(d.rem, int64(len(b)-pos))
+			pos += int(k)
+			d.rem -= k
+			continue
+		}
+		h, size, ok, err := headerAt(b[pos:])
+		if err != nil {
+			// Not a frame: the rest is dropped, and the close
+			// handshake's timer ends the session.
+			return len(b)
+		}
+		if !ok {
+			return pos
+		}
+		if h.OpCode != ws.OpClose || h.Length > ws.MaxControlFramePayloadSize {
+			pos += size
+			d.rem = h.Length
+			continue
+		}
+		if int64(len(b)-pos-size) < h.Length {
+			return pos
+		}
+		p := b[pos+size : pos+size+int(h.Length)]
+		pos += size + int(h.Length)
+		if !src.sentClose.Swap(true) {
+			info := parseClose(h, p)
+			src.closeInfo.Store(&info)
+		}
+		d.ls.maybeFinish()
+		if d.ls.closed {
+			return pos
+		}
+	}
+	return pos
 }
 
 // closeRelayed moves the close handshake on once src's close frame has
@@ -366,6 +542,11 @@ func (d *laneDir) flush() bool {
 	if d.closeOut {
 		d.closeOut = false
 		d.closeRelayed()
+	}
+	if d.ownClose {
+		d.ownClose = false
+		d.c.dst.gotClose.Store(true)
+		d.ls.maybeFinish()
 	}
 	return true
 }
@@ -456,6 +637,7 @@ func (ls *laneSession) abort() {
 	if ls.timer != nil {
 		ls.timer.Stop()
 	}
+	ls.stopAfters()
 	for i, fd := range ls.fds {
 		if fd >= 0 {
 			ls.ll.l.Forget(fd, &ls.sides[i])
@@ -519,9 +701,22 @@ func (ls *laneSession) leave() {
 		ls.abort()
 		return
 	}
+	var owed []*peer // peers a close frame of the proxy's own is still owed
 	for i, c := range conns {
 		peers[i].conn = c
 		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
+		if d := &ls.dirs[i]; d.ownClose {
+			// The rest of the proxy's close frame (closeFault) is
+			// written as the copiers write theirs.
+			dst, rest := s.copiers[i].dst, d.out
+			dst.pending.Store(&rest)
+			owed = append(owed, dst)
+			d.out, d.ownClose = nil, false
+		}
+		if d := &ls.dirs[i]; s.closing.Load() && d.rem > 0 {
+			// The rest of a frame drain was dropping, not relaying.
+			s.copiers[i].skip, d.rem = d.rem, 0
+		}
 		if d := &ls.dirs[i]; d.rem > 0 || d.out != nil {
 			// What dst has not taken yet, and the rest of the frame in
 			// transit, go to dst before anything else: its copier holds
@@ -542,13 +737,32 @@ func (ls *laneSession) leave() {
 	}
 	ws := ls.waiters
 	ls.waiters = nil
+	// The after rules still waiting go on with the runtime's timers, from
+	// the same start; those that fired are fired now.
+	waiting, firing := ls.stopAfters(), ls.firing
+	ls.firing = nil
 	s.lane.Store(nil)
 	ll.ls.q.Go(func() {
 		if rem > 0 || !ls.deadline.IsZero() {
 			s.arm(rem)
 		}
+		s.mu.Lock()
+		if !s.finished.Load() {
+			for _, sr := range waiting {
+				s.armAfter(sr)
+			}
+		}
+		s.mu.Unlock()
 		for _, w := range ws {
 			close(w)
+		}
+		for _, p := range owed {
+			p.tryWritePending()
+		}
+		// Each on a goroutine of its own: a close frame waits for the
+		// rest of a frame in transit, which resume's copiers relay.
+		for _, sr := range firing {
+			go s.fire(sr, nil) // goroutine "fire": ends once the rule's action is taken
 		}
 		s.resume()
 	})
@@ -584,6 +798,50 @@ func (s *session) offLane() {
 	case <-w:
 	case <-s.done:
 		// Ended on the loop meanwhile.
+	}
+}
+
+// offLanes has every session of ss that is on a loop leave it, as offLane
+// does for one, and returns once all have: each loop is asked once for
+// all of its sessions, so that a wave does not wait for a loop's turn
+// session by session.
+func offLanes(ss []*session) {
+	type leaving struct {
+		s *session
+		w chan struct{}
+	}
+	byLoop := map[*laneLoop][]*laneSession{}
+	var waits []leaving
+	for _, s := range ss {
+		if ls := s.lane.Load(); ls != nil {
+			byLoop[ls.ll] = append(byLoop[ls.ll], ls)
+		}
+	}
+	for ll, list := range byLoop {
+		ws := make([]chan struct{}, len(list))
+		for i := range ws {
+			ws[i] = make(chan struct{})
+		}
+		if !ll.l.Submit(func() {
+			for i, ls := range list {
+				if ls.closed || ls.s.lane.Load() != ls {
+					close(ws[i])
+					continue
+				}
+				ls.leaveFor(ws[i])
+			}
+		}) {
+			continue // the loops have stopped: so have the sessions
+		}
+		for i, ls := range list {
+			waits = append(waits, leaving{ls.s, ws[i]})
+		}
+	}
+	for _, l := range waits {
+		select {
+		case <-l.w:
+		case <-l.s.done:
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ type copier struct {
 	rem      int64                   // payload bytes of a frame a loop began relaying; the copier's once it runs
 	out      []byte                  // bytes a loop read and dst did not take yet, written first
 	outClose bool                    // out ends with src's close frame
+	skip     int64                   // payload bytes of a frame a loop was draining, dropped first
 
 	// idle is the poller's sweep count when the copier began to wait for
 	// its source at a frame boundary; 0 while it is not waiting, and
@@ -135,6 +136,14 @@ func (c *copier) run() {
 func (c *copier) loop() error {
 	s, src := c.s, c.src
 	debug := s.p.log.Core().Enabled(zap.DebugLevel)
+	if c.skip > 0 {
+		// The session left its loop in the middle of a frame it drained.
+		skip := c.skip
+		c.skip = 0
+		if _, err := src.br.Discard(int(min(skip, 1<<30))); err != nil {
+			return err
+		}
+	}
 	if c.rem > 0 || len(c.out) > 0 {
 		// The session left its loop in the middle of a frame, or with
 		// bytes dst had not taken.

@@ -167,18 +167,22 @@ func (s *session) open() {
 	}
 
 	s.fireConnect()
+	s.markOpened()
+	s.resume()
+}
+
+// markOpened records that the client has its 101 and starts the timers of
+// the after rules. They start now, not at attach: attach runs before the
+// 101, and a reset or drop that came first would fail the handshake.
+func (s *session) markOpened() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.opened = true
-	// After rules start now, not at attach: attach runs before the 101,
-	// and a reset or drop that came first would fail the handshake.
 	if !s.finished.Load() {
 		for _, sr := range *s.rules.Load() {
 			s.armAfter(sr)
 		}
 	}
-	s.mu.Unlock()
-
-	s.resume()
 }
 
 // announce logs the session's opening and records its event.

@@ -1,0 +1,320 @@
+//go:build linux
+
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wschaos/wschaos/proxy"
+	"github.com/wschaos/wschaos/rules"
+)
+
+// TestLaneRulesWaitOnLoop opens a session on a loop under one rule and
+// checks where the session waits for it: on its loop for a rule that
+// waits for a time, a tick or a count, on goroutines for one that acts as
+// the session opens or looks at every message. Then it has the rule fire
+// and checks what the client and the upstream see, which is what they see
+// on goroutines.
+func TestLaneRulesWaitOnLoop(t *testing.T) {
+	tests := []struct {
+		name   string
+		spec   rules.Spec
+		onLoop int
+		fire   func(t *testing.T, client, upstream *rawConn) // up to the rule's firing, the session still where it was
+		after  func(t *testing.T, client, upstream *rawConn)
+	}{
+		{
+			name:   "after",
+			spec:   rules.Spec{After: "1s", Action: "close", Code: int64(4001), Reason: ptr("after")},
+			onLoop: 1,
+			after:  closedWith(4001),
+		},
+		{
+			name:   "every",
+			spec:   rules.Spec{Every: "1s", Action: "close", Code: int64(4002), Reason: ptr("every")},
+			onLoop: 1,
+			after:  closedWith(4002),
+		},
+		{
+			name:   "after_messages",
+			spec:   rules.Spec{AfterMessages: ptr(int64(3)), Direction: "client", Action: "close", Code: int64(4003), Reason: ptr("count")},
+			onLoop: 1,
+			fire: func(t *testing.T, client, upstream *rawConn) {
+				// A fragmented message counts once, at its last frame;
+				// messages from the upstream count for nothing here.
+				for _, m := range []string{"one", "two"} {
+					client.writeFrame(t, true, ws.OpText, []byte(m))
+					upstream.expectText(t, "upstream", m)
+				}
+				upstream.writeFrame(t, true, ws.OpText, []byte("back"))
+				client.expectText(t, "client", "back")
+				client.writeFrame(t, false, ws.OpText, []byte("thr"))
+				upstream.readFrame(t)
+			},
+			after: func(t *testing.T, client, upstream *rawConn) {
+				client.writeFrame(t, true, ws.OpContinuation, []byte("ee"))
+				if f := upstream.readFrame(t); f.Header.OpCode != ws.OpContinuation || string(f.Payload) != "ee" {
+					t.Fatalf("upstream: got %v %q; want the message's last frame, relayed before the close", f.Header.OpCode, f.Payload)
+				}
+				closedWith(4003)(t, client, upstream)
+			},
+		},
+		{
+			name:   "after_bytes",
+			spec:   rules.Spec{AfterBytes: int64(10), Direction: "upstream", Action: "close", Code: int64(4004), Reason: ptr("bytes")},
+			onLoop: 1,
+			fire: func(t *testing.T, client, upstream *rawConn) {
+				upstream.writeFrame(t, true, ws.OpText, []byte("123456"))
+				client.expectText(t, "client", "123456")
+				client.writeFrame(t, true, ws.OpText, []byte("client bytes count for nothing"))
+				upstream.expectText(t, "upstream", "client bytes count for nothing")
+			},
+			after: func(t *testing.T, client, upstream *rawConn) {
+				upstream.writeFrame(t, true, ws.OpText, []byte("7890"))
+				client.expectText(t, "client", "7890")
+				closedWith(4004)(t, client, upstream)
+			},
+		},
+		{
+			name:   "on_message, not matching",
+			spec:   rules.Spec{Match: rules.MatchSpec{Path: "/elsewhere"}, OnMessage: ptr("crash"), Action: "close", Code: int64(4005)},
+			onLoop: 1,
+			after:  relays,
+		},
+		{
+			name:   "on_message",
+			spec:   rules.Spec{OnMessage: ptr("crash"), Action: "close", Code: int64(4005), Reason: ptr("inspected")},
+			onLoop: 0,
+			after: func(t *testing.T, client, upstream *rawConn) {
+				relays(t, client, upstream)
+				client.writeFrame(t, true, ws.OpText, []byte("crash"))
+				closedWith(4005)(t, client, upstream)
+			},
+		},
+		{
+			name:   "connect",
+			spec:   rules.Spec{On: "connect", Action: "delay", Direction: "upstream", Latency: "1ms"},
+			onLoop: 0,
+			after:  relays,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			spec := tt.spec
+			spec.Name = "rule"
+			client, upstream, p, _, _ := rulePair(t, []rules.Spec{spec}, onLoops)
+			if got := proxy.OnLoop(p); got != tt.onLoop {
+				t.Fatalf("sessions on loops once open: got %d; want %d", got, tt.onLoop)
+			}
+			if tt.fire != nil {
+				tt.fire(t, client, upstream)
+				if got := proxy.OnLoop(p); got != tt.onLoop {
+					t.Fatalf("sessions on loops before the rule fires: got %d; want %d", got, tt.onLoop)
+				}
+			}
+			tt.after(t, client, upstream)
+		})
+	}
+}
+
+// closedWith checks that the rule closed the client with code and the
+// upstream with 1001, as a close rule to the client does.
+func closedWith(code ws.StatusCode) func(t *testing.T, client, upstream *rawConn) {
+	return func(t *testing.T, client, upstream *rawConn) {
+		t.Helper()
+		client.expectClose(t, code, "")
+		upstream.expectClose(t, ws.StatusGoingAway, "")
+	}
+}
+
+// relays checks that a message goes each way.
+func relays(t *testing.T, client, upstream *rawConn) {
+	t.Helper()
+	client.writeFrame(t, true, ws.OpText, []byte("up"))
+	upstream.expectText(t, "upstream", "up")
+	upstream.writeFrame(t, true, ws.OpText, []byte("down"))
+	client.expectText(t, "client", "down")
+}
+
+// TestLaneRulesReject checks that a loop refuses an upgrade a reject rule
+// applies to as goroutines do: the rule's status, Retry-After and body,
+// a fault and a refused event, and the upstream never dialed; an attempt
+// the rule does not apply to opens on the loop.
+func TestLaneRulesReject(t *testing.T) {
+	up, dials := startCountingEcho(t)
+	set := compileRules(t, false, rules.Spec{Name: "busy", On: "connect", Match: rules.MatchSpec{Path: "/busy"},
+		Action: "reject", Status: ptr(int64(503)), RetryAfter: ptr(int64(7)), Body: ptr("try later")})
+	addr, p, ev := startRules(t, up, set, onLoops)
+
+	u, _ := url.Parse(addr)
+	conn, err := net.DialTimeout("tcp", u.Host, testTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: got %v; want nil", u.Host, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(testTimeout))
+	conn.Write(upgradeRequest(t, addr+"/busy", nil))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("answer: got %v; want 503", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "7" || string(body) != "try later" {
+		t.Errorf("answer: got %d, Retry-After %q, body %q; want 503, 7, %q", resp.StatusCode, resp.Header.Get("Retry-After"), body, "try later")
+	}
+	refused := ev.waitOne(t, proxy.EventRefused, 0)
+	if refused.Refusal != proxy.RefusedRule || refused.Status != 503 || refused.Path != "/busy" || !strings.Contains(refused.Why, "busy") {
+		t.Errorf("refused event: got %+v; want step %q, status 503, path /busy, why naming the rule", refused, proxy.RefusedRule)
+	}
+	if f := ev.waitOne(t, proxy.EventFault, refused.Session); f.Rule != "busy" || f.Status != 503 {
+		t.Errorf("fault event: got %+v; want rule busy, status 503", f)
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("upstream connections: got %d; want 0", n)
+	}
+
+	client, _ := dialRaw(t, addr+"/open", nil, nil)
+	relaysEcho(t, client)
+	if got := proxy.OnLoop(p); got != 1 {
+		t.Errorf("sessions on loops: got %d; want 1", got)
+	}
+}
+
+// relaysEcho checks that a message comes back through an echo upstream.
+func relaysEcho(t *testing.T, client *rawConn) {
+	t.Helper()
+	client.writeFrame(t, true, ws.OpText, []byte("echo me"))
+	client.expectText(t, "client", "echo me")
+}
+
+// TestLaneAfterRuleAcrossReloads checks an after rule whose timer a loop
+// runs, across reloads: a session that leaves its loop for another rule
+// still has the after rule fire when it was due, counted from the
+// session's opening; a rule a reload removed does not fire.
+func TestLaneAfterRuleAcrossReloads(t *testing.T) {
+	after := rules.Spec{Name: "after", After: "1s", Action: "close", Code: int64(4001)}
+	inspect := rules.Spec{Name: "inspect", OnMessage: ptr("never sent"), Action: "close", Code: int64(4002)}
+	t.Run("leaves its loop", func(t *testing.T) {
+		t.Parallel()
+		client, upstream, p, ev, id := rulePair(t, []rules.Spec{after}, onLoops)
+		opened := ev.waitOne(t, proxy.EventOpened, id).Time
+		if got := proxy.OnLoop(p); got != 1 {
+			t.Fatalf("sessions on loops: got %d; want 1", got)
+		}
+		p.SetRules(compileRules(t, false, after, inspect))
+		if got := proxy.OnLoop(p); got != 0 {
+			t.Fatalf("sessions on loops after the on_message rule: got %d; want 0", got)
+		}
+		relays(t, client, upstream)
+		closedWith(4001)(t, client, upstream)
+		fault := ev.waitOne(t, proxy.EventFault, id)
+		if fault.Rule != "after" {
+			t.Errorf("fault: got rule %q; want after", fault.Rule)
+		}
+		// Timed by the proxy's own clocks; a timer never runs early.
+		if d := fault.Time.Sub(opened); d < time.Second-10*time.Millisecond {
+			t.Errorf("fired %v after the session opened; want 1s or later", d)
+		}
+	})
+	t.Run("removed", func(t *testing.T) {
+		t.Parallel()
+		client, upstream, p, _, _ := rulePair(t, []rules.Spec{after}, onLoops)
+		p.SetRules(nil)
+		if got := proxy.OnLoop(p); got != 1 {
+			t.Fatalf("sessions on loops: got %d; want 1", got)
+		}
+		client.expectSilence(t, 1500*time.Millisecond, "client")
+		relays(t, client, upstream)
+	})
+}
+
+// TestLaneCloseFaultOnLoop checks a close rule that fires on a session
+// its loop relays, with nothing under way: the loop sends both close
+// frames itself and keeps the session through the close handshake,
+// relaying nothing more, and the session ends as on goroutines.
+func TestLaneCloseFaultOnLoop(t *testing.T) {
+	spec := rules.Spec{Name: "restart", After: "200ms", Action: "close", Code: int64(1012), Reason: ptr("service restart")}
+	t.Run("answered", func(t *testing.T) {
+		t.Parallel()
+		client, upstream, p, ev, id := rulePair(t, []rules.Spec{spec}, onLoops)
+		cf, _, _ := client.readCloseFrame(t)
+		uf, code, _ := upstream.readCloseFrame(t)
+		if code != ws.StatusGoingAway {
+			t.Errorf("upstream's close code: got %v; want 1001", code)
+		}
+		if got := proxy.OnLoop(p); got != 1 {
+			t.Errorf("sessions on loops during the close handshake: got %d; want 1", got)
+		}
+		// Frames after the proxy's close go nowhere.
+		client.writeFrame(t, true, ws.OpText, []byte("late from the client"))
+		upstream.writeFrame(t, true, ws.OpText, []byte("late from the upstream"))
+		client.answerClose(t, cf)
+		upstream.answerClose(t, uf)
+		for _, c := range []*rawConn{client, upstream} {
+			if f, err := c.tryReadFrame(testTimeout); err == nil {
+				t.Errorf("got a frame (opcode %v, payload %q) after the close; want the connection closed", f.Header.OpCode, f.Payload)
+			}
+		}
+		closed := ev.waitOne(t, proxy.EventClosed, id)
+		if closed.By != "proxy" || closed.Code != 1012 || closed.Reason != "service restart" || !strings.Contains(closed.Why, "restart") {
+			t.Errorf("closed event: got by %q, code %d, reason %q, why %q; want proxy, 1012, service restart, the rule", closed.By, closed.Code, closed.Reason, closed.Why)
+		}
+		if closed.ClientCode != 1012 || closed.UpstreamCode != 1001 {
+			t.Errorf("closed event: got client code %d, upstream code %d; want their answers, 1012 and 1001", closed.ClientCode, closed.UpstreamCode)
+		}
+		if f := ev.waitOne(t, proxy.EventFault, id); f.Rule != "restart" || f.Code != 1012 {
+			t.Errorf("fault event: got %+v; want rule restart, code 1012", f)
+		}
+	})
+	t.Run("unanswered", func(t *testing.T) {
+		t.Parallel()
+		client, upstream, _, ev, id := rulePair(t, []rules.Spec{spec}, onLoops)
+		client.readCloseFrame(t)
+		upstream.readCloseFrame(t)
+		// Neither answers: the close handshake's grace ends the session.
+		client.expectEnd(t)
+		upstream.expectEnd(t)
+		if closed := ev.waitOne(t, proxy.EventClosed, id); closed.Code != 1012 || closed.Duration < 2*time.Second {
+			t.Errorf("closed event: got code %d after %v; want 1012 after the grace of 2s", closed.Code, closed.Duration)
+		}
+	})
+}
+
+// TestLaneLeaveWhileDraining has a session leave its loop in the middle
+// of a frame the loop was dropping after the proxy's close: the copiers
+// drop the rest of it too, and the close handshake ends the session.
+func TestLaneLeaveWhileDraining(t *testing.T) {
+	spec := rules.Spec{Name: "restart", After: "100ms", Action: "close", Code: int64(1012)}
+	client, upstream, p, ev, id := rulePair(t, []rules.Spec{spec}, onLoops)
+	cf, _, _ := client.readCloseFrame(t)
+	uf, _, _ := upstream.readCloseFrame(t)
+	payload := []byte(strings.Repeat("x", 64<<10))
+	frame := client.frame(true, ws.OpBinary, payload)
+	client.write(t, frame[:len(frame)-len(payload)+10])
+	// The loop reads the frame's start at once; had it not by the time
+	// the session leaves, the copiers would read the whole frame.
+	time.Sleep(50 * time.Millisecond)
+	p.InjectMatching(nil, proxy.Manual{Action: rules.Close, Code: 4000}) // the session leaves its loop, and is closing already
+	if got := proxy.OnLoop(p); got != 0 {
+		t.Fatalf("sessions on loops: got %d; want 0", got)
+	}
+	client.write(t, frame[len(frame)-len(payload)+10:])
+	client.answerClose(t, cf)
+	upstream.answerClose(t, uf)
+	if f, err := upstream.tryReadFrame(testTimeout); err == nil {
+		t.Errorf("upstream: got a frame (opcode %v, %d bytes) after the close; want the connection closed", f.Header.OpCode, len(f.Payload))
+	}
+	if closed := ev.waitOne(t, proxy.EventClosed, id); closed.Code != 1012 || closed.ClientCode != 1012 {
+		t.Errorf("closed event: got code %d, client code %d; want 1012 and the client's answer, 1012", closed.Code, closed.ClientCode)
+	}
+}
