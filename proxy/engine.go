@@ -148,9 +148,13 @@ func (e *engine) fireAll(lr *liveRule) int {
 			hit = append(hit, s)
 		}
 	}
-	offLanes(hit) // all at once: fire would wait for each session's loop in turn
+	// A close on sessions idle on their loops is the loops' to send;
+	// the others leave their loops all at once, as fire would have them
+	// leave one by one, each waiting for its loop's turn.
+	n, rest := fireOnLoops(hit, lr)
+	offLanes(rest)
 	w := &wave{}
-	return w.run(e.p.poller, hit, func(s *session) bool {
+	return n + w.run(e.p.poller, rest, func(s *session) bool {
 		sr := s.ruleState(lr)
 		return sr != nil && s.fire(sr, w)
 	})

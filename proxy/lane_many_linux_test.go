@@ -145,7 +145,7 @@ func TestLaneManyClose(t *testing.T) {
 }
 
 // TestLaneManyEveryReload loads an every rule over a loop's sessions: its
-// tick has them leave the loop together and closes each of them.
+// tick closes each of them, the loop sending the close frames.
 func TestLaneManyEveryReload(t *testing.T) {
 	checkGoroutines(t)
 	const n = 300
@@ -153,11 +153,23 @@ func TestLaneManyEveryReload(t *testing.T) {
 	within(t, "SetRules", 3*testTimeout, func() {
 		p.SetRules(compileRules(t, false, rules.Spec{Name: "tick", Every: "1s", Action: "close", Code: int64(4000)}))
 	})
-	// The sessions wait for the tick on their loop, and leave it together.
+	// The sessions wait for the tick on their loop, which closes them.
 	if got := proxy.OnLoop(p); got != n {
 		t.Errorf("sessions on loops before the tick: got %d; want %d", got, n)
 	}
-	answerAll(t, clients, 4000)
+	frames := make([]ws.Frame, n)
+	for i, c := range clients {
+		var code ws.StatusCode
+		if frames[i], code, _ = c.readCloseFrame(t); code != 4000 {
+			t.Fatalf("client %d: got close code %v; want 4000", i, code)
+		}
+	}
+	if got := proxy.OnLoop(p); got != n {
+		t.Errorf("sessions on loops in their close handshakes: got %d; want %d", got, n)
+	}
+	for i, c := range clients {
+		c.answerClose(t, frames[i])
+	}
 	ev.waitN(t, proxy.EventClosed, 0, n)
 	waitUntil(t, "no session open", func() bool { return p.Stats().Active == 0 })
 }

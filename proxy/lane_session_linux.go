@@ -284,22 +284,102 @@ func (ls *laneSession) idle() bool {
 // connections closed after the handshakes or closeGrace. From then on the
 // loop drains what the peers send, up to their close frames.
 func (ls *laneSession) closeFault(to rules.Target, code ws.StatusCode, reason, why string) {
-	s := ls.s
-	s.setEnd("proxy", why, code, reason)
-	ls.arm(closeGrace)
-	for i, p := range [2]*peer{s.client, s.upstream} {
-		c, r := closeGoingAway, "going away"
-		if p.side == sideClient && to&rules.ToClient != 0 || p.side == sideUpstream && to&rules.ToUpstream != 0 {
-			c, r = code, reason
-		}
-		if p.gotClose.Load() || p.gone.Load() {
-			continue
-		}
-		d := &ls.dirs[1-i] // the direction that writes to p
-		d.out, d.ownClose = closeFrame(p.side, c, r), true
-		d.flush()
-	}
+	ls.beginClose(code, reason, why)
+	ls.sendClose(sideClient, to, code, reason)
+	ls.sendClose(sideUpstream, to, code, reason)
 	ls.maybeFinish()
+}
+
+// beginClose records the end of a close fault and arms its grace.
+func (ls *laneSession) beginClose(code ws.StatusCode, reason, why string) {
+	ls.s.setEnd("proxy", why, code, reason)
+	ls.arm(closeGrace)
+}
+
+// sendClose writes a close fault's frame to the peer on side: code and
+// reason if to names it, 1001 otherwise.
+func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode, reason string) {
+	p, d := ls.s.client, &ls.dirs[1] // the direction that writes to p
+	if side == sideUpstream {
+		p, d = ls.s.upstream, &ls.dirs[0]
+	}
+	if p.gotClose.Load() || p.gone.Load() {
+		return
+	}
+	if side == sideClient && to&rules.ToClient == 0 || side == sideUpstream && to&rules.ToUpstream == 0 {
+		code, reason = closeGoingAway, "going away"
+	}
+	d.out, d.ownClose = closeFrame(side, code, reason), true
+	d.flush()
+}
+
+// fireOnLoops fires lr, a close rule, on the sessions of ss that wait on
+// their loops with nothing under way, as a wave does: each loop writes all
+// its clients' close frames first, then its upstreams'. It returns how
+// many it fired on, and the sessions it left to the caller: those not on
+// a loop, or not idle on one.
+func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
+	if lr.Action.Kind != rules.Close {
+		return 0, ss
+	}
+	a := &lr.Action
+	code, why := ws.StatusCode(a.Code), "rule "+lr.Name
+	byLoop := map[*laneLoop][]*laneSession{}
+	var rest []*session
+	for _, s := range ss {
+		if ls := s.lane.Load(); ls != nil {
+			byLoop[ls.ll] = append(byLoop[ls.ll], ls)
+		} else {
+			rest = append(rest, s)
+		}
+	}
+	type result struct {
+		fired int
+		rest  []*session
+	}
+	results := make(chan result, len(byLoop))
+	asked := 0
+	for ll, list := range byLoop {
+		if !ll.l.Submit(func() {
+			var r result
+			var closing []*laneSession
+			w := &wave{}
+			for _, ls := range list {
+				s := ls.s
+				if ls.closed || s.lane.Load() != ls || !ls.idle() {
+					r.rest = append(r.rest, s)
+					continue
+				}
+				if sr := s.ruleState(lr); sr != nil && s.claimFiring(sr) {
+					s.noteFiring(sr, w)
+					ls.beginClose(code, a.Reason, why)
+					ls.sendClose(sideClient, a.To, code, a.Reason)
+					closing = append(closing, ls)
+				}
+			}
+			for _, ls := range closing {
+				if !ls.closed {
+					ls.sendClose(sideUpstream, a.To, code, a.Reason)
+					ls.maybeFinish()
+				}
+			}
+			for _, f := range w.later {
+				f()
+			}
+			r.fired = len(closing)
+			results <- r
+		}) {
+			continue // the loops have stopped: so have the sessions
+		}
+		asked++
+	}
+	fired := 0
+	for range asked {
+		r := <-results
+		fired += r.fired
+		rest = append(rest, r.rest...)
+	}
+	return fired, rest
 }
 
 // stopAfters stops the after rules' timers still waiting and returns
