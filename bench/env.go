@@ -202,7 +202,11 @@ func findNginx(bin string) (string, string, error) {
 
 // components lists what was measured, with versions, for the report.
 func (e *env) components() map[string]string {
-	m := map[string]string{"wschaos": "working tree " + e.wschaosRev}
+	loops := "loops: its default, one per CPU"
+	if e.o.wschaosLoops >= 0 {
+		loops = fmt.Sprintf("loops = %d", e.o.wschaosLoops)
+	}
+	m := map[string]string{"wschaos": "working tree " + e.wschaosRev + ", " + loops}
 	if e.wants("nginx") {
 		if e.nginxErr != nil {
 			m["nginx"] = "missing: " + e.nginxErr.Error()

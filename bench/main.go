@@ -127,7 +127,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.everyPeriod, "every-period", 2*time.Second, "fault precision: the every rule's period")
 
 	fs.StringVar(&o.wschaosLogLevel, "wschaos-log", "info", "wschaos --log-level (its default is info: two lines per session)")
-	fs.IntVar(&o.wschaosLoops, "wschaos-loops", 0, "wschaos's [proxy] loops: event loops for plain sessions (0: none)")
+	fs.IntVar(&o.wschaosLoops, "wschaos-loops", -1, "wschaos's [proxy] loops: event loops for plain sessions (0: none; -1: its default, one per CPU)")
 	fs.StringVar(&o.nginxBin, "nginx", "", "nginx binary (default: nginx on PATH, or /usr/sbin/nginx)")
 	fs.StringVar(&o.nginxWorkers, "nginx-workers", "auto", "nginx worker_processes (auto: one per CPU)")
 	fs.StringVar(&o.toxiproxyVersion, "toxiproxy", "v2.5.0", "version of github.com/Shopify/toxiproxy/v2 to build; empty skips it")

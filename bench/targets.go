@@ -170,7 +170,7 @@ type wschaosProc struct {
 // file, relaying to the echo upstream's port for name.
 func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosProc, error) {
 	cfg := filepath.Join(e.dir, name+".toml")
-	if e.o.wschaosLoops > 0 {
+	if e.o.wschaosLoops >= 0 {
 		cfgText = strings.Replace(cfgText, "[proxy]\n", fmt.Sprintf("[proxy]\nloops = %d\n", e.o.wschaosLoops), 1)
 	}
 	if err := os.WriteFile(cfg, []byte(cfgText), 0o644); err != nil {

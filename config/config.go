@@ -64,7 +64,8 @@ type Proxy struct {
 	// MaxInspectSize is how much of a message on_message rules look at.
 	MaxInspectSize Size `toml:"max_inspect_size"`
 	// Loops is how many event loops serve plain sessions (Linux); 0:
-	// every session on goroutines.
+	// every session on goroutines; AutoLoops, the default: one for each
+	// CPU the process may use, which the program decides.
 	Loops int `toml:"loops"`
 }
 
@@ -101,11 +102,18 @@ func Default() Config {
 			HandshakeTimeout: Duration(10 * time.Second),
 			DrainTimeout:     Duration(10 * time.Second),
 			MaxInspectSize:   1 << 20,
+			Loops:            AutoLoops,
 		},
 		Admin: Admin{Listen: "127.0.0.1:8081"},
 		Log:   Log{Level: "info", Format: "console"},
 	}
 }
+
+// AutoLoops is Proxy.Loops when the file does not say: a loop for each
+// CPU the process may use.
+const AutoLoops = -1
+
+const loopsRange = "use 0 (no loops) up to 256, or leave it out for one loop per CPU"
 
 // Error is one problem in a configuration file.
 type Error struct {
@@ -186,6 +194,9 @@ func Parse(name string, data []byte) (Config, error) {
 			e.Msg = "unknown key in a rule; the keys are name, match, on, after, after_messages, after_bytes, on_message, every, direction, probability, limit, action, code, reason, to, status, retry_after, body, duration, latency and jitter"
 		}
 		errs = append(errs, e)
+	}
+	if md.IsDefined("proxy", "loops") && cfg.Proxy.Loops == AutoLoops {
+		add("proxy.loops", "%d is out of range; %s", cfg.Proxy.Loops, loopsRange) // AutoLoops is only the default
 	}
 	cfg.check(add)
 	set, ferrs := rules.Compile(cfg.Rules, rules.Options{TLS: cfg.Proxy.TLSCert != ""})
@@ -287,8 +298,8 @@ func (c *Config) check(add func(key, format string, args ...any)) {
 		// be writable back here.
 		add("proxy.seed", "%d is negative; use a whole number from 0 to 9223372036854775807", *p.Seed)
 	}
-	if p.Loops < 0 || p.Loops > 256 {
-		add("proxy.loops", "%d is out of range; use 0 (no loops) up to 256, such as the number of CPUs", p.Loops)
+	if p.Loops < AutoLoops || p.Loops > 256 {
+		add("proxy.loops", "%d is out of range; %s", p.Loops, loopsRange)
 	}
 	if p.MaxInspectSize <= 0 {
 		add("proxy.max_inspect_size", "must be more than 0, such as \"1MiB\"")

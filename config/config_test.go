@@ -28,6 +28,7 @@ func TestDefault(t *testing.T) {
 		{"proxy.tls_key", d.Proxy.TLSKey, ""},
 		{"proxy.upstream_ca", d.Proxy.UpstreamCA, ""},
 		{"proxy.upstream_insecure_skip_verify", d.Proxy.UpstreamInsecureSkipVerify, false},
+		{"proxy.loops", d.Proxy.Loops, AutoLoops},
 		{"log.level", d.Log.Level, "info"},
 		{"log.format", d.Log.Format, "console"},
 	} {
@@ -141,6 +142,7 @@ upstream_ca = "ca.pem"
 upstream_insecure_skip_verify = true
 seed = 42
 max_inspect_size = "64KiB"
+loops = 4
 
 [admin]
 listen = "127.0.0.1:9001"
@@ -166,6 +168,7 @@ format = "json"
 					UpstreamInsecureSkipVerify: true,
 					Seed:                       &seed42,
 					MaxInspectSize:             64 << 10,
+					Loops:                      4,
 				},
 				Admin: Admin{Listen: "127.0.0.1:9001", Token: "s3cret", AllowInsecure: true, Pprof: true},
 				Log:   Log{Level: "debug", Format: "json"},
@@ -236,6 +239,8 @@ func TestParseErrors(t *testing.T) {
 			2, "proxy.seed", "-1 is negative"},
 		{"negative loops", "[proxy]\nloops = -1\n",
 			2, "proxy.loops", "-1 is out of range"},
+		{"more negative loops", "[proxy]\nloops = -2\n",
+			2, "proxy.loops", "-2 is out of range"},
 		{"too many loops", "[proxy]\nloops = 1000\n",
 			2, "proxy.loops", "1000 is out of range"},
 		{"bad size", "[proxy]\nmax_frame_size = \"12XB\"\n",

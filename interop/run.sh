@@ -9,7 +9,8 @@
 #   INTEROP_FILTER  run only tests whose name contains this string
 #   INTEROP_CHROMIUM  the browser for the chromium suite (default /usr/bin/chromium)
 #   INTEROP_LOOPS   every proxy the suites start runs with --loops N: plain
-#                   sessions on event loops instead of goroutines
+#                   sessions on N event loops; default 0, every session on
+#                   goroutines (the proxy's own default is a loop per CPU)
 #   CI=true         a missing peer is a failure instead of a skip
 # The last line printed is "N passed, N failed"; the exit code is non-zero
 # when anything failed.
@@ -110,15 +111,14 @@ else
     exit 1
   fi
 fi
-if [[ -n "${INTEROP_LOOPS:-}" ]]; then
-  # The suites start "wschaos run ..." themselves: a wrapper adds the flag.
-  REAL_BIN="$BIN"
-  BIN="$WORK/wschaos-loops"
-  printf '#!/bin/sh\nif [ "$1" = run ]; then exec "%s" "$@" --loops %d; fi\nexec "%s" "$@"\n' \
-    "$REAL_BIN" "$INTEROP_LOOPS" "$REAL_BIN" > "$BIN"
-  chmod +x "$BIN"
-  echo "=== every proxy with --loops $INTEROP_LOOPS"
-fi
+# The suites start "wschaos run ..." themselves: a wrapper adds the flag.
+LOOPS="${INTEROP_LOOPS:-0}"
+REAL_BIN="$BIN"
+BIN="$WORK/wschaos-loops"
+printf '#!/bin/sh\nif [ "$1" = run ]; then exec "%s" "$@" --loops %d; fi\nexec "%s" "$@"\n' \
+  "$REAL_BIN" "$LOOPS" "$REAL_BIN" > "$BIN"
+chmod +x "$BIN"
+echo "=== every proxy with --loops $LOOPS"
 export WSCHAOS_BIN="$BIN"
 export INTEROP_BUDGET="$SUITE_BUDGET"
 FILTER_ARGS=()

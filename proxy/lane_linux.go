@@ -76,15 +76,24 @@ const laneReadSize = 64 << 10
 const laneEvents = uint32(syscall.EPOLLIN|syscall.EPOLLOUT|syscall.EPOLLRDHUP) | 1<<31 // EPOLLET
 
 // eligibleForLanes reports whether the proxy's settings let plain
-// sessions run on loops, and the upstream's address if so.
-func (p *Proxy) eligibleForLanes(ln net.Listener) (netip.AddrPort, int, bool) {
-	if p.Loops <= 0 || p.TLSConfig != nil || p.NetDial != nil || p.Upstream.Scheme != "ws" ||
-		p.IdleTimeout > 0 || p.MaxFrameSize > 0 {
-		return netip.AddrPort{}, -1, false
+// sessions run on loops, with the upstream's address and the listening
+// socket; why says what keeps them off the loops otherwise.
+func (p *Proxy) eligibleForLanes(ln net.Listener) (up netip.AddrPort, fd int, why string) {
+	switch {
+	case p.TLSConfig != nil:
+		return up, -1, "TLS to clients"
+	case p.NetDial != nil:
+		return up, -1, "a dialer of its own"
+	case p.Upstream.Scheme != "ws":
+		return up, -1, "a wss:// upstream"
+	case p.IdleTimeout > 0:
+		return up, -1, "an idle timeout"
+	case p.MaxFrameSize > 0:
+		return up, -1, "a frame size limit"
 	}
 	tcp, ok := ln.(*net.TCPListener)
 	if !ok {
-		return netip.AddrPort{}, -1, false
+		return up, -1, "a listener not made by net.Listen"
 	}
 	host, port := p.Upstream.Hostname(), p.Upstream.Port()
 	if port == "" {
@@ -92,19 +101,26 @@ func (p *Proxy) eligibleForLanes(ln net.Listener) (netip.AddrPort, int, bool) {
 	}
 	ap, err := netip.ParseAddrPort(net.JoinHostPort(host, port))
 	if err != nil || ap.Addr().Zone() != "" { // a zone needs the resolver's scope handling
-		return netip.AddrPort{}, -1, false
+		return up, -1, "an upstream given by name"
 	}
-	fd := -1
+	fd = -1
 	if raw, err := tcp.SyscallConn(); err == nil {
 		raw.Control(func(f uintptr) { fd = int(f) })
 	}
-	return ap, fd, fd >= 0
+	if fd < 0 {
+		return up, -1, "a listener without a socket"
+	}
+	return ap, fd, ""
 }
 
 // startLanes starts the loops; startAccepting has them accept.
 func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
-	up, lfd, ok := p.eligibleForLanes(ln)
-	if !ok {
+	if p.Loops <= 0 {
+		return nil, nil
+	}
+	up, lfd, why := p.eligibleForLanes(ln)
+	if why != "" {
+		p.log.Info("event loops not used: every session on goroutines", zap.String("why", why))
 		return nil, nil
 	}
 	if runtime.GOMAXPROCS(0) < p.Loops+1 {

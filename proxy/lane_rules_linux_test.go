@@ -318,3 +318,37 @@ func TestLaneLeaveWhileDraining(t *testing.T) {
 		t.Errorf("closed event: got code %d, client code %d; want 1012 and the client's answer, 1012", closed.Code, closed.ClientCode)
 	}
 }
+
+// TestLanesNotUsed checks that a proxy asked for loops whose settings keep
+// sessions off them says why once, and serves every session on
+// goroutines.
+func TestLanesNotUsed(t *testing.T) {
+	up := startGorillaEcho(t)
+	byName := *up
+	byName.Host = "localhost:" + up.Port()
+	tests := []struct {
+		name     string
+		upstream *url.URL
+		opt      func(*proxy.Proxy)
+		why      string
+	}{
+		{"upstream by name", &byName, func(*proxy.Proxy) {}, "an upstream given by name"},
+		{"idle timeout", up, func(p *proxy.Proxy) { p.IdleTimeout = time.Hour }, "an idle timeout"},
+		{"frame size limit", up, func(p *proxy.Proxy) { p.MaxFrameSize = 1 << 20 }, "a frame size limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log, logs := observedLogger(t)
+			addr, p := startProxy(t, tt.upstream, onLoops, tt.opt, func(p *proxy.Proxy) { p.Logger = log })
+			client, _ := dialRaw(t, addr, nil, nil)
+			relaysEcho(t, client)
+			if got := proxy.OnLoop(p); got != 0 {
+				t.Errorf("sessions on loops: got %d; want 0", got)
+			}
+			entries := waitLogs(t, logs, "event loops not used: every session on goroutines", 1)
+			if got := entries[0].ContextMap()["why"]; len(entries) != 1 || got != tt.why {
+				t.Errorf("log: got %d lines, why %v; want one, why %q", len(entries), got, tt.why)
+			}
+		})
+	}
+}

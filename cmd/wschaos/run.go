@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -58,7 +59,8 @@ Flags of run:
   --log-level LEVEL   override [log] level: debug, info, warn, error
   --log-format FMT    override [log] format: console, json
   --admin-listen ADDR override [admin] listen, e.g. 127.0.0.1:0; "off" turns the admin API off
-  --loops N           override [proxy] loops: event loops for plain sessions (Linux), 0 for none
+  --loops N           override [proxy] loops: event loops for plain sessions (Linux), 0 for none;
+                      default one per CPU
 
 Flags of the admin API commands, before or after their arguments:
   --admin URL         the admin API; default $WSCHAOS_ADMIN, else http://127.0.0.1:8081
@@ -158,6 +160,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	})
 	if cfg.Admin.Listen == "off" {
 		cfg.Admin.Listen = ""
+	}
+	if cfg.Proxy.Loops == config.AutoLoops {
+		// GOMAXPROCS as the runtime chose it (a container's CPU limit
+		// included): nothing in the process has raised it yet.
+		cfg.Proxy.Loops = runtime.GOMAXPROCS(0)
 	}
 	// Flags are checked by the same rules as the file. Load has checked the
 	// file and the defaults are valid, so a problem here is a flag's.

@@ -186,8 +186,9 @@ func TestRunEcho(t *testing.T) {
 		args  []string
 		loops float64
 	}{
-		{"on goroutines", nil, 0},
+		{"on goroutines", []string{"--loops", "0"}, 0},
 		{"on a loop", []string{"--loops", "1"}, 1},
+		{"by default", nil, -1}, // a loop per CPU: one at least
 	} {
 		t.Run(tc.name, func(t *testing.T) { testRunEcho(t, tc.args, tc.loops) })
 	}
@@ -195,8 +196,8 @@ func TestRunEcho(t *testing.T) {
 
 func testRunEcho(t *testing.T, extra []string, loops float64) {
 	r, line := startRun(t, append([]string{"run", "--listen", "127.0.0.1:0", "--log-format", "json"}, extra...)...)
-	if got := line["loops"]; got != loops {
-		t.Errorf("loops: got %v; want %v", got, loops)
+	if got, _ := line["loops"].(float64); loops >= 0 && got != loops || loops < 0 && got < 1 {
+		t.Errorf("loops: got %v; want %v (-1: one or more)", got, loops)
 	}
 	if got := line["upstream"]; got != "echo" {
 		t.Errorf("upstream: got %v; want %v", got, "echo")
