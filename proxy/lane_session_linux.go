@@ -475,9 +475,7 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 	pos := 0
 	for pos < len(b) {
 		if d.rem > 0 {
-			k := min(d.rem, int64(len(b)-pos))
-			pos += int(k)
-			d.rem -= k
+			pos = d.pass(b, pos)
 			continue
 		}
 		if ls.leaving || src.sentClose.Load() {
@@ -539,6 +537,14 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 	return pos, false
 }
 
+// pass returns where in b, from pos, the payload of the frame under way
+// ends, and counts what it passes off d.rem.
+func (d *laneDir) pass(b []byte, pos int) int {
+	k := min(d.rem, int64(len(b)-pos))
+	d.rem -= k
+	return pos + int(k)
+}
+
 // drain reads the frames in b once the proxy has closed the session, as
 // the copiers' drain does: nothing is relayed, and src's close frame moves
 // the close handshake on. It returns how much of b it used; the rest is a
@@ -548,9 +554,7 @@ func (d *laneDir) drain(b []byte) int {
 	pos := 0
 	for pos < len(b) {
 		if d.rem > 0 {
-			k := min(d.rem, int64(len(b)-pos))
-			pos += int(k)
-			d.rem -= k
+			pos = d.pass(b, pos)
 			continue
 		}
 		h, size, ok, err := headerAt(b[pos:])
