@@ -352,3 +352,117 @@ func TestLanesNotUsed(t *testing.T) {
 		})
 	}
 }
+
+// TestRemovedAfterRuleStaysRemoved removes an after rule by a reload and
+// then has the session leave its loop (for an on_message rule): the
+// removed rule does not fire, on either path.
+func TestRemovedAfterRuleStaysRemoved(t *testing.T) {
+	after := rules.Spec{Name: "after", After: "800ms", Action: "close", Code: int64(4001)}
+	inspect := rules.Spec{Name: "inspect", OnMessage: ptr("never sent"), Action: "close", Code: int64(4002)}
+	for _, m := range bothPaths {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			client, upstream, p, _, _ := rulePair(t, []rules.Spec{after}, m.opt)
+			p.SetRules(nil)
+			p.SetRules(compileRules(t, false, inspect))
+			client.expectSilence(t, 1500*time.Millisecond, "client")
+			relays(t, client, upstream)
+		})
+	}
+}
+
+// TestCloseFaultPeerEnds has the upstream end its connection, with a FIN
+// or an RST, instead of answering the 1001 of a close rule to the client:
+// that is not passed on to the client, which still gets to answer its
+// close frame, on either path.
+func TestCloseFaultPeerEnds(t *testing.T) {
+	spec := rules.Spec{Name: "restart", After: "200ms", Action: "close", Code: int64(4001)}
+	for _, m := range bothPaths {
+		for _, rst := range []bool{false, true} {
+			name := m.name + "/fin"
+			if rst {
+				name = m.name + "/rst"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				client, upstream, _, ev, id := rulePair(t, []rules.Spec{spec}, m.opt)
+				cf, _, _ := client.readCloseFrame(t)
+				upstream.readCloseFrame(t)
+				tcp := upstream.Conn.(*net.TCPConn)
+				if rst {
+					tcp.SetLinger(0)
+					tcp.Close()
+				} else {
+					tcp.CloseWrite()
+				}
+				client.expectSilence(t, 300*time.Millisecond, "client")
+				client.answerClose(t, cf)
+				if f, err := client.tryReadFrame(testTimeout); err == nil {
+					t.Errorf("client: got a frame (opcode %v) after its answer; want the connection closed", f.Header.OpCode)
+				} else if isResetErr(err) {
+					t.Errorf("client: got %v; want its connection closed after its answer", err)
+				}
+				if closed := ev.waitOne(t, proxy.EventClosed, id); closed.Code != 4001 || closed.ClientCode != 4001 {
+					t.Errorf("closed event: got code %d, client code %d; want 4001 and the client's answer, 4001", closed.Code, closed.ClientCode)
+				}
+			})
+		}
+	}
+}
+
+// TestEveryCloseNoneToBoth checks an every tick's close with code none to
+// both sides, on either path: empty close frames, 1005 in the event.
+func TestEveryCloseNoneToBoth(t *testing.T) {
+	spec := rules.Spec{Name: "tick", Every: "300ms", Action: "close", Code: "none", To: "both"}
+	for _, m := range bothPaths {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			client, upstream, _, ev, id := rulePair(t, []rules.Spec{spec}, m.opt)
+			cf, uf := client.readFrame(t), upstream.readFrame(t)
+			if cf.Header.OpCode != ws.OpClose || len(cf.Payload) != 0 || uf.Header.OpCode != ws.OpClose || len(uf.Payload) != 0 {
+				t.Fatalf("got client %v %q, upstream %v %q; want empty close frames", cf.Header.OpCode, cf.Payload, uf.Header.OpCode, uf.Payload)
+			}
+			client.answerClose(t, cf)
+			upstream.answerClose(t, uf)
+			if closed := ev.waitOne(t, proxy.EventClosed, id); closed.Code != 0 || closed.ClientCode != 1005 || closed.UpstreamCode != 1005 {
+				t.Errorf("closed event: got code %d, client %d, upstream %d; want 0, 1005, 1005", closed.Code, closed.ClientCode, closed.UpstreamCode)
+			}
+		})
+	}
+}
+
+// TestShutdownDuringCloseFault shuts the proxy down while a close rule's
+// handshake is under way: no second close frame, and Shutdown returns
+// once both peers answer, on either path.
+func TestShutdownDuringCloseFault(t *testing.T) {
+	spec := rules.Spec{Name: "restart", After: "100ms", Action: "close", Code: int64(4001)}
+	for _, m := range bothPaths {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			client, upstream, p, ev, id := rulePair(t, []rules.Spec{spec}, m.opt)
+			cf, _, _ := client.readCloseFrame(t)
+			uf, _, _ := upstream.readCloseFrame(t)
+			done := make(chan error, 1)
+			go func() { done <- p.Shutdown(testContext(t)) }()
+			time.Sleep(100 * time.Millisecond) // Shutdown under way
+			client.answerClose(t, cf)
+			upstream.answerClose(t, uf)
+			for _, c := range []*rawConn{client, upstream} {
+				if f, err := c.tryReadFrame(testTimeout); err == nil {
+					t.Errorf("got a second frame (opcode %v, payload %q); want the connection closed", f.Header.OpCode, f.Payload)
+				}
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Shutdown: got %v; want nil", err)
+				}
+			case <-time.After(testTimeout):
+				t.Fatalf("Shutdown: got no return within %v", testTimeout)
+			}
+			if closed := ev.waitOne(t, proxy.EventClosed, id); closed.Code != 4001 {
+				t.Errorf("closed event: got code %d; want 4001", closed.Code)
+			}
+		})
+	}
+}

@@ -643,6 +643,17 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 	src := d.c.src
 	d.ended = true
 	src.gone.Store(true)
+	if s.closing.Load() {
+		// The proxy is closing the session itself (closeFault): dst gets
+		// (or got) its close frame, which a mirrored FIN or RST must not
+		// overtake, as in copier.ended. The close handshake, or
+		// closeGrace, ends dst.
+		ls.maybeFinish()
+		if !ls.closed && ls.dirs[0].ended && ls.dirs[1].ended {
+			ls.abort()
+		}
+		return
+	}
 	switch errno {
 	case 0:
 		if !src.sentClose.Load() {
@@ -832,16 +843,21 @@ func (ls *laneSession) leave() {
 		}
 		s.mu.Lock()
 		if !s.finished.Load() {
+			list := *s.rules.Load()
 			for _, sr := range waiting {
-				s.armAfter(sr)
+				if containsRule(list, sr) { // a reload since may have removed it
+					s.armAfter(sr)
+				}
 			}
 		}
 		s.mu.Unlock()
-		for _, w := range ws {
-			close(w)
-		}
+		// The rest of a close frame of the proxy's own goes before
+		// anything a waiter (Shutdown, a fault) may queue.
 		for _, p := range owed {
 			p.tryWritePending()
+		}
+		for _, w := range ws {
+			close(w)
 		}
 		// Each on a goroutine of its own: a close frame waits for the
 		// rest of a frame in transit, which resume's copiers relay.

@@ -124,9 +124,11 @@ func (p *peer) unlock() {
 }
 
 // queueClose makes frame the next thing written to the peer, as soon as no
-// relayed frame is half written.
+// relayed frame is half written, unless a close frame is queued already:
+// the first stands, which may be partly written (a loop's, left to the
+// copiers by laneSession.leave).
 func (p *peer) queueClose(frame []byte) {
-	p.pending.Store(&frame)
+	p.pending.CompareAndSwap(nil, &frame)
 	p.tryWritePending()
 }
 

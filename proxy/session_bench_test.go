@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wschaos/wschaos/proxy"
+	"github.com/wschaos/wschaos/rules"
 )
 
 // BenchmarkSession measures one whole session through the proxy, as the
@@ -24,11 +25,24 @@ import (
 // write precompiled bytes and read into fixed buffers, so that most of
 // allocs/op and B/op is the proxy's.
 func BenchmarkSession(b *testing.B) {
+	b.Run("no rules", func(b *testing.B) { benchmarkSession(b, nil) })
+	// Rules that apply to every session and never fire in it: a timer,
+	// a count of messages and a clock.
+	b.Run("idle rules", func(b *testing.B) {
+		benchmarkSession(b, compileRules(b, false,
+			rules.Spec{Name: "crash", After: "24h", Action: "reset"},
+			rules.Spec{Name: "count", AfterMessages: ptr(int64(1_000_000_000)), Direction: "client", Action: "drop"},
+			rules.Spec{Name: "restart", Every: "24h", Action: "close", Code: "going_away"},
+		))
+	})
+}
+
+func benchmarkSession(b *testing.B, set *rules.Set) {
 	up := startEchoOnceUpstream(b)
 	// Logs as the proxy writes them by default: JSON lines at info, two
 	// per session, here to io.Discard.
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
-	addr, _ := startProxy(b, up, func(p *proxy.Proxy) { p.Logger = logger })
+	addr, _ := startProxy(b, up, func(p *proxy.Proxy) { p.Logger, p.Rules = logger, set })
 	host := addr[len("ws://"):]
 
 	req := upgradeRequest(b, addr+"/bench", nil)

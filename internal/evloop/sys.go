@@ -26,16 +26,19 @@ func rawEpollWait(epfd int, events []syscall.EpollEvent, msec int) (int, syscall
 const sysEpollPwait2 = 441
 
 // rawEpollWaitFor waits as rawEpollWait does, for at most d, to the
-// nanosecond with epoll_pwait2 where the kernel has it. noPwait2 is set,
-// and the wait made in milliseconds rounded up, where it has not.
+// nanosecond with epoll_pwait2 where the kernel has it and allows it.
+// noPwait2 is set, and the wait made in milliseconds rounded up, where
+// not.
 func rawEpollWaitFor(epfd int, events []syscall.EpollEvent, d time.Duration, noPwait2 *bool) (int, syscall.Errno) {
 	if !*noPwait2 {
 		ts := syscall.NsecToTimespec(int64(d))
 		n, _, errno := syscall.RawSyscall6(sysEpollPwait2, uintptr(epfd),
 			uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
-		if errno != syscall.ENOSYS {
+		if errno != syscall.ENOSYS && errno != syscall.EPERM {
 			return int(n), errno
 		}
+		// ENOSYS: a kernel before 5.11; EPERM: a seccomp filter that
+		// predates the syscall (as container runtimes' defaults did).
 		*noPwait2 = true
 	}
 	return rawEpollWait(epfd, events, ceilMillis(d))
