@@ -56,8 +56,19 @@ func (s *session) needsCopiers(gen *ruleGen, opened bool) bool {
 	return false
 }
 
-// attachRules is attach's work once the session is off its loop, or on the
-// loop when needsCopiers said it may stay there.
+// listNeedsCopiers is needsCopiers for the rules attached to a session
+// not yet open: whether one that hits it only the copiers carry out.
+func (s *session) listNeedsCopiers() bool {
+	for _, sr := range *s.rules.Load() {
+		if t := sr.lr.Trigger; sr.hit && (t == rules.OnMessage || t == rules.OnConnect) {
+			return true
+		}
+	}
+	return false
+}
+
+// attachRules is attach's work once the session is off its loop, or on
+// its loop while needsCopiers says it may stay there.
 func (s *session) attachRules() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wschaos/wschaos/internal/evloop"
+	"github.com/wschaos/wschaos/rules"
 )
 
 // lanes run plain sessions on event loops (internal/evloop): a loop
@@ -263,6 +264,8 @@ type laneConn struct {
 
 	// Once the request is read: the upstream's connection.
 	req      *http.Request
+	info     rules.Session // the rules' view of the attempt, once made (infoMade)
+	infoMade bool
 	id       uint64
 	ufd      int
 	dialer   *laneDialer
@@ -465,8 +468,7 @@ func (c *laneConn) rejected() bool {
 	if len(p.engine.gen.Load().rules) == 0 {
 		return false
 	}
-	info := sessionInfo(c.req, c.caddr)
-	lr := p.engine.rejectFor(&info, c.id)
+	lr := p.engine.rejectFor(c.sessionInfo(), c.id)
 	if lr == nil {
 		return false
 	}
@@ -477,6 +479,14 @@ func (c *laneConn) rejected() bool {
 	c.fail()
 	p.emitRefused(c.id, c.caddr, c.req, lr.Action.Status, RefusedRule, "rule "+lr.Name)
 	return true
+}
+
+// sessionInfo returns the rules' view of the attempt, made once.
+func (c *laneConn) sessionInfo() *rules.Session {
+	if !c.infoMade {
+		c.info, c.infoMade = sessionInfo(c.req, c.caddr), true
+	}
+	return &c.info
 }
 
 // dial starts the upstream's connection.

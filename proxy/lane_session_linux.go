@@ -145,7 +145,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	ll, p := c.ll, c.ll.ls.p
 	peers := &[2]peer{{side: sideClient, fd: c.fd}, {side: sideUpstream, fd: c.ufd}} // one allocation
 	client, upstream := &peers[0], &peers[1]
-	s := newSession(p, c.id, c.req, c.start, c.caddr, sessionInfo(c.req, c.caddr), client, upstream, hs)
+	s := newSession(p, c.id, c.req, c.start, c.caddr, *c.sessionInfo(), client, upstream, hs)
 	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
 	s.lane.Store(ls)
 	closeBoth := func() {
@@ -186,12 +186,13 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	// stays on its loop under any rule but those that act in the copiers
 	// (needsCopiers); one that fires has it leave its loop first. A reload
 	// from now on finds the session listed, and attaches it itself.
-	if gen := p.engine.gen.Load(); len(gen.rules) > 0 {
-		if s.needsCopiers(gen, false) {
+	if len(p.engine.gen.Load().rules) > 0 {
+		if s.attachRules(); s.listNeedsCopiers() {
+			// openOnGoroutines attaches it again, keeping each rule's
+			// state.
 			c.openOnGoroutines(s, ls, appendUpgradeAnswer(nil, c.req, answer), upending)
 			return nil
 		}
-		s.attachRules()
 	}
 	for i := range ls.dirs {
 		d := &ls.dirs[i]
