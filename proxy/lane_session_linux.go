@@ -857,6 +857,9 @@ func (ls *laneSession) leave() {
 		for _, p := range owed {
 			p.tryWritePending()
 		}
+		if len(owed) > 0 {
+			s.maybeFinish() // the frame may complete the handshake, which nobody else would see
+		}
 		for _, w := range ws {
 			close(w)
 		}
