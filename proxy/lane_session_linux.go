@@ -247,18 +247,23 @@ func (ls *laneSession) markOpened() {
 }
 
 // afterDue fires an after rule's timer, unless a reload removed the rule.
-// A close the loop sends itself when nothing is under way in either
-// direction (closeFault); for anything else the session leaves its loop,
-// and the rule fires once it has (leave).
+// A close, reset or drop the loop carries out itself when nothing is
+// under way in either direction (closeFault, killFault); for anything else
+// the session leaves its loop, and the rule fires once it has (leave).
 func (ls *laneSession) afterDue(sr *sessionRule) {
 	s := ls.s
 	if ls.closed || !containsRule(*s.rules.Load(), sr) {
 		return
 	}
-	if a := &sr.lr.Action; a.Kind == rules.Close && ls.idle() {
+	if a := &sr.lr.Action; ends(a.Kind) && ls.idle() {
 		if s.claimFiring(sr) {
 			s.noteFiring(sr, nil)
-			ls.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, "rule "+sr.lr.Name)
+			why := "rule " + sr.lr.Name
+			if a.Kind == rules.Close {
+				ls.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, why)
+			} else {
+				ls.killFault(a.To, a.Kind == rules.Reset, why)
+			}
 		}
 		return
 	}
@@ -291,6 +296,42 @@ func (ls *laneSession) closeFault(to rules.Target, code ws.StatusCode, reason, w
 	ls.maybeFinish()
 }
 
+// killFault is session.killFault for a session on a loop, idle: the sides
+// to names are ended without a close frame, with an RST (rst) or a FIN,
+// and the other gets 1001; the close handshake or closeGrace ends the
+// session.
+func (ls *laneSession) killFault(to rules.Target, rst bool, why string) {
+	s := ls.s
+	how := "tcp fin"
+	if rst {
+		how = "tcp reset"
+	}
+	ls.beginClose(0, "", why+": "+how)
+	for i, p := range [2]*peer{s.client, s.upstream} {
+		if !targeted(to, p.side) {
+			ls.sendClose(p.side, to, 0, "")
+			continue
+		}
+		p.killed.Store(true)
+		if !rst {
+			evloop.CloseWrite(ls.fds[i])
+			continue
+		}
+		// Nothing more is read from it, or written to it.
+		p.gone.Store(true)
+		ls.dirs[i].ended = true
+		ls.ll.l.Forget(ls.fds[i], &ls.sides[i])
+		evloop.Reset(ls.fds[i])
+		ls.fds[i] = -1
+	}
+	ls.maybeFinish()
+}
+
+// targeted reports whether a fault's to names the peer on side.
+func targeted(to rules.Target, side side) bool {
+	return side == sideClient && to&rules.ToClient != 0 || side == sideUpstream && to&rules.ToUpstream != 0
+}
+
 // beginClose records the end of a close fault and arms its grace.
 func (ls *laneSession) beginClose(code ws.StatusCode, reason, why string) {
 	ls.s.setEnd("proxy", why, code, reason)
@@ -307,7 +348,7 @@ func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode,
 	if p.gotClose.Load() || p.gone.Load() {
 		return
 	}
-	if side == sideClient && to&rules.ToClient == 0 || side == sideUpstream && to&rules.ToUpstream == 0 {
+	if !targeted(to, side) {
 		code, reason = closeGoingAway, "going away"
 	}
 	d.out, d.ownClose = closeFrame(side, code, reason), true
