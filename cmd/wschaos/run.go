@@ -26,6 +26,11 @@ import (
 	"github.com/wschaos/wschaos/proxy"
 )
 
+// startProcs is GOMAXPROCS as the runtime set it when the process started
+// (a container's CPU limit included), before a proxy's loops raise it: the
+// number of loops by default.
+var startProcs = runtime.GOMAXPROCS(0)
+
 // version is the release this binary is.
 const version = "0.1.0"
 
@@ -162,9 +167,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Admin.Listen = ""
 	}
 	if cfg.Proxy.Loops == config.AutoLoops {
-		// GOMAXPROCS as the runtime chose it (a container's CPU limit
-		// included): nothing in the process has raised it yet.
-		cfg.Proxy.Loops = runtime.GOMAXPROCS(0)
+		cfg.Proxy.Loops = startProcs
 	}
 	// Flags are checked by the same rules as the file. Load has checked the
 	// file and the defaults are valid, so a problem here is a flag's.
