@@ -467,55 +467,67 @@ func TestShutdownDuringCloseFault(t *testing.T) {
 	}
 }
 
-// TestKillFaultAlike fires reset and drop rules, to the client and to the
-// upstream, on either path: the side the rule names gets an RST or a FIN
-// and no close frame, the other a 1001 it answers, and the session ends
-// as the rule said. On a loop the session waits for the rule there, and
-// the loop carries it out.
+// TestKillFaultAlike fires reset and drop rules, after a time and at a
+// tick, to the client and to the upstream, on either path: the side the
+// rule names gets an RST or a FIN and no close frame, the other a 1001 it
+// answers, and the session ends as the rule said. On a loop the session
+// waits for the rule there, and the loop carries it out.
 func TestKillFaultAlike(t *testing.T) {
 	for _, m := range bothPaths {
-		for _, action := range []string{"reset", "drop"} {
-			for _, to := range []string{"client", "upstream"} {
-				t.Run(m.name+"/"+action+"/"+to, func(t *testing.T) {
-					t.Parallel()
-					spec := rules.Spec{Name: "cut", After: "300ms", Action: action, To: to}
-					client, upstream, p, ev, id := rulePair(t, []rules.Spec{spec}, m.opt)
-					want := 0
-					if m.name == "loops" {
-						want = 1
-					}
-					if got := proxy.OnLoop(p); got != want {
-						t.Fatalf("sessions on loops before the rule fires: got %d; want %d", got, want)
-					}
-					cut, other := client, upstream
-					if to == "upstream" {
-						cut, other = upstream, client
-					}
-					f, code, _ := other.readCloseFrame(t)
-					if code != ws.StatusGoingAway {
-						t.Errorf("the other side's close code: got %v; want 1001", code)
-					}
-					if got := proxy.OnLoop(p); got != want {
-						t.Errorf("sessions on loops once the rule fired: got %d; want %d", got, want)
-					}
-					_, err := cut.tryReadFrame(testTimeout)
-					switch {
-					case action == "reset" && !isResetErr(err):
-						t.Errorf("the rule's side: got %v; want a reset", err)
-					case action == "drop" && err != io.EOF:
-						t.Errorf("the rule's side: got %v; want EOF (a FIN, no close frame)", err)
-					}
-					other.answerClose(t, f)
-					closed := ev.waitOne(t, proxy.EventClosed, id)
-					how := "tcp fin"
-					if action == "reset" {
-						how = "tcp reset"
-					}
-					if closed.By != "proxy" || closed.Why != "rule cut: "+how {
-						t.Errorf("closed event: got by %q, why %q; want proxy, %q", closed.By, closed.Why, "rule cut: "+how)
-					}
-				})
+		for _, trigger := range []string{"after", "every"} {
+			for _, action := range []string{"reset", "drop"} {
+				for _, to := range []string{"client", "upstream"} {
+					testKillFault(t, m.name, m.opt, trigger, action, to)
+				}
 			}
 		}
 	}
+}
+
+// testKillFault is one case of TestKillFaultAlike.
+func testKillFault(t *testing.T, path string, opt func(*proxy.Proxy), trigger, action, to string) {
+	t.Run(path+"/"+trigger+"/"+action+"/"+to, func(t *testing.T) {
+		t.Parallel()
+		spec := rules.Spec{Name: "cut", Action: action, To: to}
+		if trigger == "after" {
+			spec.After = "300ms"
+		} else {
+			spec.Every = "300ms"
+		}
+		client, upstream, p, ev, id := rulePair(t, []rules.Spec{spec}, opt)
+		want := 0
+		if path == "loops" {
+			want = 1
+		}
+		if got := proxy.OnLoop(p); got != want {
+			t.Fatalf("sessions on loops before the rule fires: got %d; want %d", got, want)
+		}
+		cut, other := client, upstream
+		if to == "upstream" {
+			cut, other = upstream, client
+		}
+		f, code, _ := other.readCloseFrame(t)
+		if code != ws.StatusGoingAway {
+			t.Errorf("the other side's close code: got %v; want 1001", code)
+		}
+		if got := proxy.OnLoop(p); got != want {
+			t.Errorf("sessions on loops once the rule fired: got %d; want %d", got, want)
+		}
+		_, err := cut.tryReadFrame(testTimeout)
+		switch {
+		case action == "reset" && !isResetErr(err):
+			t.Errorf("the rule's side: got %v; want a reset", err)
+		case action == "drop" && err != io.EOF:
+			t.Errorf("the rule's side: got %v; want EOF (a FIN, no close frame)", err)
+		}
+		other.answerClose(t, f)
+		closed := ev.waitOne(t, proxy.EventClosed, id)
+		how := "tcp fin"
+		if action == "reset" {
+			how = "tcp reset"
+		}
+		if closed.By != "proxy" || closed.Why != "rule cut: "+how {
+			t.Errorf("closed event: got by %q, why %q; want proxy, %q", closed.By, closed.Why, "rule cut: "+how)
+		}
+	})
 }

@@ -248,22 +248,17 @@ func (ls *laneSession) markOpened() {
 
 // afterDue fires an after rule's timer, unless a reload removed the rule.
 // A close, reset or drop the loop carries out itself when nothing is
-// under way in either direction (closeFault, killFault); for anything else
+// under way in either direction (fault); for anything else
 // the session leaves its loop, and the rule fires once it has (leave).
 func (ls *laneSession) afterDue(sr *sessionRule) {
 	s := ls.s
 	if ls.closed || !containsRule(*s.rules.Load(), sr) {
 		return
 	}
-	if a := &sr.lr.Action; ends(a.Kind) && ls.idle() {
+	if f, ok := loopFault(sr.lr); ok && ls.idle() {
 		if s.claimFiring(sr) {
 			s.noteFiring(sr, nil)
-			why := "rule " + sr.lr.Name
-			if a.Kind == rules.Close {
-				ls.closeFault(a.To, ws.StatusCode(a.Code), a.Reason, why)
-			} else {
-				ls.killFault(a.To, a.Kind == rules.Reset, why)
-			}
+			ls.fault(f)
 		}
 		return
 	}
@@ -285,57 +280,76 @@ func (ls *laneSession) idle() bool {
 	return !ls.leaving
 }
 
-// closeFault is session.closeFault for a session on a loop, idle: close
-// code and reason to the sides to names and 1001 to the other, the
-// connections closed after the handshakes or closeGrace. From then on the
-// loop drains what the peers send, up to their close frames.
-func (ls *laneSession) closeFault(to rules.Target, code ws.StatusCode, reason, why string) {
-	ls.beginClose(code, reason, why)
-	ls.sendClose(sideClient, to, code, reason)
-	ls.sendClose(sideUpstream, to, code, reason)
-	ls.maybeFinish()
+// laneFault is a fault the loop carries out on a session idle on it: a
+// close, a reset or a drop. It ends the session in three steps, as a wave
+// does on goroutines: begin, then each side (the client first), then
+// maybeFinish.
+type laneFault struct {
+	kind   rules.ActionKind
+	to     rules.Target
+	code   ws.StatusCode // Close
+	reason string        // Close
+	why    string        // "rule NAME"
 }
 
-// killFault is session.killFault for a session on a loop, idle: the sides
-// to names are ended without a close frame, with an RST (rst) or a FIN,
-// and the other gets 1001; the close handshake or closeGrace ends the
-// session.
-func (ls *laneSession) killFault(to rules.Target, rst bool, why string) {
-	s := ls.s
-	how := "tcp fin"
-	if rst {
-		how = "tcp reset"
+// loopFault returns the fault lr's action is for a loop, and whether the
+// loop can carry it out.
+func loopFault(lr *liveRule) (laneFault, bool) {
+	a := &lr.Action
+	return laneFault{kind: a.Kind, to: a.To, code: ws.StatusCode(a.Code), reason: a.Reason, why: "rule " + lr.Name}, ends(a.Kind)
+}
+
+// begin records how the fault ends the session and arms closeGrace.
+func (ls *laneSession) begin(f laneFault) {
+	why, code, reason := f.why, f.code, f.reason
+	switch f.kind {
+	case rules.Reset:
+		why, code, reason = why+": tcp reset", 0, ""
+	case rules.Drop:
+		why, code, reason = why+": tcp fin", 0, ""
 	}
-	ls.beginClose(0, "", why+": "+how)
-	for i, p := range [2]*peer{s.client, s.upstream} {
-		if !targeted(to, p.side) {
-			ls.sendClose(p.side, to, 0, "")
-			continue
-		}
-		p.killed.Store(true)
-		if !rst {
-			evloop.CloseWrite(ls.fds[i])
-			continue
-		}
-		// Nothing more is read from it, or written to it.
-		p.gone.Store(true)
-		ls.dirs[i].ended = true
-		ls.ll.l.Forget(ls.fds[i], &ls.sides[i])
-		evloop.Reset(ls.fds[i])
-		ls.fds[i] = -1
+	ls.s.setEnd("proxy", why, code, reason)
+	ls.arm(closeGrace)
+}
+
+// carryOut does the fault to the peer on side: the close frame its to
+// names, or 1001; for a reset or a drop to that side, an RST or a FIN.
+// From then on the loop drops what the peers send up to their close
+// frames (drain); a FIN or RST from one is not passed on (readEnded).
+func (ls *laneSession) carryOut(f laneFault, side side) {
+	if f.kind == rules.Close || !targeted(f.to, side) {
+		ls.sendClose(side, f.to, f.code, f.reason)
+		return
 	}
+	i, p := 0, ls.s.client
+	if side == sideUpstream {
+		i, p = 1, ls.s.upstream
+	}
+	p.killed.Store(true)
+	if f.kind == rules.Drop {
+		evloop.CloseWrite(ls.fds[i])
+		return
+	}
+	// Nothing more is read from it, or written to it.
+	p.gone.Store(true)
+	ls.dirs[i].ended = true
+	ls.ll.l.Forget(ls.fds[i], &ls.sides[i])
+	evloop.Reset(ls.fds[i])
+	ls.fds[i] = -1
+}
+
+// fault carries out f on the session at once (session.closeFault and
+// session.killFault, for the loop).
+func (ls *laneSession) fault(f laneFault) {
+	ls.begin(f)
+	ls.carryOut(f, sideClient)
+	ls.carryOut(f, sideUpstream)
 	ls.maybeFinish()
 }
 
 // targeted reports whether a fault's to names the peer on side.
 func targeted(to rules.Target, side side) bool {
 	return side == sideClient && to&rules.ToClient != 0 || side == sideUpstream && to&rules.ToUpstream != 0
-}
-
-// beginClose records the end of a close fault and arms its grace.
-func (ls *laneSession) beginClose(code ws.StatusCode, reason, why string) {
-	ls.s.setEnd("proxy", why, code, reason)
-	ls.arm(closeGrace)
 }
 
 // sendClose writes a close fault's frame to the peer on side: code and
@@ -355,17 +369,16 @@ func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode,
 	d.flush()
 }
 
-// fireOnLoops fires lr, a close rule, on the sessions of ss that wait on
-// their loops with nothing under way, as a wave does: each loop writes all
-// its clients' close frames first, then its upstreams'. It returns how
-// many it fired on, and the sessions it left to the caller: those not on
-// a loop, or not idle on one.
+// fireOnLoops fires lr, a close, reset or drop rule, on the sessions of
+// ss that wait on their loops with nothing under way, as a wave does: each
+// loop does to all its clients what the rule says first, then to its
+// upstreams. It returns how many it fired on, and the sessions it left to
+// the caller: those not on a loop, or not idle on one.
 func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
-	if lr.Action.Kind != rules.Close {
+	f, ok := loopFault(lr)
+	if !ok {
 		return 0, ss
 	}
-	a := &lr.Action
-	code, why := ws.StatusCode(a.Code), "rule "+lr.Name
 	byLoop := map[*laneLoop][]*laneSession{}
 	var rest []*session
 	for _, s := range ss {
@@ -384,7 +397,7 @@ func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
 	for ll, list := range byLoop {
 		if !ll.l.Submit(func() {
 			var r result
-			var closing []*laneSession
+			var ending []*laneSession
 			w := &wave{}
 			for _, ls := range list {
 				s := ls.s
@@ -394,21 +407,21 @@ func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
 				}
 				if sr := s.ruleState(lr); sr != nil && s.claimFiring(sr) {
 					s.noteFiring(sr, w)
-					ls.beginClose(code, a.Reason, why)
-					ls.sendClose(sideClient, a.To, code, a.Reason)
-					closing = append(closing, ls)
+					ls.begin(f)
+					ls.carryOut(f, sideClient)
+					ending = append(ending, ls)
 				}
 			}
-			for _, ls := range closing {
+			for _, ls := range ending {
 				if !ls.closed {
-					ls.sendClose(sideUpstream, a.To, code, a.Reason)
+					ls.carryOut(f, sideUpstream)
 					ls.maybeFinish()
 				}
 			}
-			for _, f := range w.later {
-				f()
+			for _, line := range w.later {
+				line()
 			}
-			r.fired = len(closing)
+			r.fired = len(ending)
 			results <- r
 		}) {
 			continue // the loops have stopped: so have the sessions
@@ -686,7 +699,7 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 	d.ended = true
 	src.gone.Store(true)
 	if s.closing.Load() {
-		// The proxy is closing the session itself (closeFault): dst gets
+		// The proxy is closing the session itself (fault): dst gets
 		// (or got) its close frame, which a mirrored FIN or RST must not
 		// overtake, as in copier.ended. The close handshake, or
 		// closeGrace, ends dst.
@@ -843,7 +856,7 @@ func (ls *laneSession) leave() {
 		peers[i].conn = c
 		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
 		if d := &ls.dirs[i]; d.ownClose {
-			// The rest of the proxy's close frame (closeFault) is
+			// The rest of the proxy's close frame (fault) is
 			// written as the copiers write theirs.
 			dst, rest := s.copiers[i].dst, d.out
 			dst.pending.Store(&rest)
