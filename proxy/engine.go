@@ -149,9 +149,9 @@ func (e *engine) fireAll(lr *liveRule) int {
 		}
 	}
 	// A close, reset or drop on sessions idle on their loops is the
-	// loops' to carry out;
-	// the others leave their loops all at once, as fire would have them
-	// leave one by one, each waiting for its loop's turn.
+	// loops' to carry out; the others leave their loops all at once, as
+	// fire would have them leave one by one, each waiting for its loop's
+	// turn.
 	n, rest := fireOnLoops(hit, lr)
 	offLanes(rest)
 	w := &wave{}

@@ -44,13 +44,11 @@ func (s *session) attach() {
 // Disabled rules count too, since enabling one does not attach again.
 func (s *session) needsCopiers(gen *ruleGen, opened bool) bool {
 	for _, lr := range gen.rules {
-		switch {
-		case lr.Action.Kind == rules.Reject || lr.Action.Kind == rules.TLSFail:
+		if lr.Action.Kind == rules.Reject || lr.Action.Kind == rules.TLSFail {
 			continue // decided before the session existed
-		case lr.Trigger == rules.OnMessage, lr.Trigger == rules.OnConnect && !opened:
-			if lr.Match.Matches(&s.info) && lr.Hit(s.p.Seed, s.id) {
-				return true
-			}
+		}
+		if actsInCopiers(lr.Trigger, opened) && lr.Match.Matches(&s.info) && lr.Hit(s.p.Seed, s.id) {
+			return true
 		}
 	}
 	return false
@@ -60,11 +58,18 @@ func (s *session) needsCopiers(gen *ruleGen, opened bool) bool {
 // not yet open: whether one that hits it only the copiers carry out.
 func (s *session) listNeedsCopiers() bool {
 	for _, sr := range *s.rules.Load() {
-		if t := sr.lr.Trigger; sr.hit && (t == rules.OnMessage || t == rules.OnConnect) {
+		if sr.hit && actsInCopiers(sr.lr.Trigger, false) {
 			return true
 		}
 	}
 	return false
+}
+
+// actsInCopiers reports whether a rule with trigger t acts where only a
+// session's copiers can: on_message on every message, connect as the
+// session opens (opened: it has, and connect rules no longer apply).
+func actsInCopiers(t rules.Trigger, opened bool) bool {
+	return t == rules.OnMessage || t == rules.OnConnect && !opened
 }
 
 // attachRules is attach's work once the session is off its loop, or on
@@ -127,12 +132,23 @@ func (s *session) attachRules() {
 // is held. The rule's time counts from sr.start, so a timer armed when the
 // session opens still fires when the rule said.
 func (s *session) armAfter(sr *sessionRule) {
-	lr := sr.lr
-	if !sr.hit || lr.Trigger != rules.After || sr.timer != nil {
+	if sr.timer != nil {
 		return
 	}
-	d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
-	sr.timer = time.AfterFunc(d, func() { s.fire(sr, nil) })
+	if d, ok := s.afterDelay(sr); ok {
+		sr.timer = time.AfterFunc(d, func() { s.fire(sr, nil) })
+	}
+}
+
+// afterDelay returns how long from now sr, an after rule that hits the
+// session, fires; ok is false for any other rule. The rule's time counts
+// from sr.start.
+func (s *session) afterDelay(sr *sessionRule) (d time.Duration, ok bool) {
+	lr := sr.lr
+	if !sr.hit || lr.Trigger != rules.After {
+		return 0, false
+	}
+	return time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id))), true
 }
 
 func containsRule(list []*sessionRule, sr *sessionRule) bool {
@@ -331,13 +347,27 @@ func (s *session) act(a *rules.Action, dir rules.Direction, sr *sessionRule, why
 // targets returns the peers a fault's To names, and the others.
 func (s *session) targets(to rules.Target) (hit, other []*peer) {
 	for _, p := range []*peer{s.client, s.upstream} {
-		if p.side == sideClient && to&rules.ToClient != 0 || p.side == sideUpstream && to&rules.ToUpstream != 0 {
+		if targeted(to, p.side) {
 			hit = append(hit, p)
 		} else {
 			other = append(other, p)
 		}
 	}
 	return hit, other
+}
+
+// targeted reports whether a fault's to names the peer on side.
+func targeted(to rules.Target, side side) bool {
+	return side == sideClient && to&rules.ToClient != 0 || side == sideUpstream && to&rules.ToUpstream != 0
+}
+
+// killHow is how a reset (rst) or a drop ends a side, as the session's end
+// records it.
+func killHow(rst bool) string {
+	if rst {
+		return "tcp reset"
+	}
+	return "tcp fin"
 }
 
 // closeFault sends close code and reason to the sides to names and 1001 to
@@ -372,11 +402,7 @@ func (s *session) sendCloseIn(w *wave, p *peer, code ws.StatusCode, reason strin
 // killFault ends the sides to names without a close frame, with an RST
 // (rst) or a FIN, and closes the other side with 1001.
 func (s *session) killFault(to rules.Target, rst bool, why string, w *wave) {
-	how := "tcp fin"
-	if rst {
-		how = "tcp reset"
-	}
-	s.setEnd("proxy", why+": "+how, 0, "")
+	s.setEnd("proxy", why+": "+killHow(rst), 0, "")
 	s.closing.Store(true)
 	s.arm(closeGrace)
 	hit, other := s.targets(to)

@@ -264,8 +264,7 @@ type laneConn struct {
 
 	// Once the request is read: the upstream's connection.
 	req      *http.Request
-	info     rules.Session // the rules' view of the attempt, once made (infoMade)
-	infoMade bool
+	info     rules.Session // the rules' view of the attempt
 	id       uint64
 	ufd      int
 	dialer   *laneDialer
@@ -468,7 +467,7 @@ func (c *laneConn) rejected() bool {
 	if len(p.engine.gen.Load().rules) == 0 {
 		return false
 	}
-	lr := p.engine.rejectFor(c.sessionInfo(), c.id)
+	lr := p.engine.rejectFor(&c.info, c.id)
 	if lr == nil {
 		return false
 	}
@@ -481,19 +480,12 @@ func (c *laneConn) rejected() bool {
 	return true
 }
 
-// sessionInfo returns the rules' view of the attempt, made once.
-func (c *laneConn) sessionInfo() *rules.Session {
-	if !c.infoMade {
-		c.info, c.infoMade = sessionInfo(c.req, c.caddr), true
-	}
-	return &c.info
-}
-
 // dial starts the upstream's connection.
 func (c *laneConn) dial() {
 	ls := c.ll.ls
 	c.id = ls.p.nextID.Add(1)
 	c.caddr = c.addr.String()
+	c.info = sessionInfo(c.req, c.caddr)
 	if c.rejected() {
 		return
 	}

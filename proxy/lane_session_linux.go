@@ -145,7 +145,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	ll, p := c.ll, c.ll.ls.p
 	peers := &[2]peer{{side: sideClient, fd: c.fd}, {side: sideUpstream, fd: c.ufd}} // one allocation
 	client, upstream := &peers[0], &peers[1]
-	s := newSession(p, c.id, c.req, c.start, c.caddr, *c.sessionInfo(), client, upstream, hs)
+	s := newSession(p, c.id, c.req, c.start, c.caddr, c.info, client, upstream, hs)
 	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
 	s.lane.Store(ls)
 	closeBoth := func() {
@@ -237,12 +237,9 @@ func (ls *laneSession) markOpened() {
 	list := *s.rules.Load()
 	s.mu.Unlock()
 	for _, sr := range list {
-		lr := sr.lr
-		if !sr.hit || lr.Trigger != rules.After {
-			continue
+		if d, ok := s.afterDelay(sr); ok {
+			ls.afters = append(ls.afters, laneAfter{sr: sr, timer: ls.ll.l.After(d, func() { ls.afterDue(sr) })})
 		}
-		d := time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id)))
-		ls.afters = append(ls.afters, laneAfter{sr: sr, timer: ls.ll.l.After(d, func() { ls.afterDue(sr) })})
 	}
 }
 
@@ -301,14 +298,11 @@ func loopFault(lr *liveRule) (laneFault, bool) {
 
 // begin records how the fault ends the session and arms closeGrace.
 func (ls *laneSession) begin(f laneFault) {
-	why, code, reason := f.why, f.code, f.reason
-	switch f.kind {
-	case rules.Reset:
-		why, code, reason = why+": tcp reset", 0, ""
-	case rules.Drop:
-		why, code, reason = why+": tcp fin", 0, ""
+	if f.kind == rules.Close {
+		ls.s.setEnd("proxy", f.why, f.code, f.reason)
+	} else {
+		ls.s.setEnd("proxy", f.why+": "+killHow(f.kind == rules.Reset), 0, "")
 	}
-	ls.s.setEnd("proxy", why, code, reason)
 	ls.arm(closeGrace)
 }
 
@@ -347,11 +341,6 @@ func (ls *laneSession) fault(f laneFault) {
 	ls.maybeFinish()
 }
 
-// targeted reports whether a fault's to names the peer on side.
-func targeted(to rules.Target, side side) bool {
-	return side == sideClient && to&rules.ToClient != 0 || side == sideUpstream && to&rules.ToUpstream != 0
-}
-
 // sendClose writes a close fault's frame to the peer on side: code and
 // reason if to names it, 1001 otherwise.
 func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode, reason string) {
@@ -379,22 +368,14 @@ func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
 	if !ok {
 		return 0, ss
 	}
-	byLoop := map[*laneLoop][]*laneSession{}
-	var rest []*session
-	for _, s := range ss {
-		if ls := s.lane.Load(); ls != nil {
-			byLoop[ls.ll] = append(byLoop[ls.ll], ls)
-		} else {
-			rest = append(rest, s)
-		}
-	}
+	loops, rest := byLoop(ss)
 	type result struct {
 		fired int
 		rest  []*session
 	}
-	results := make(chan result, len(byLoop))
+	results := make(chan result, len(loops))
 	asked := 0
-	for ll, list := range byLoop {
+	for ll, list := range loops {
 		if !ll.l.Submit(func() {
 			var r result
 			var ending []*laneSession
@@ -698,26 +679,21 @@ func (d *laneDir) readEnded(errno syscall.Errno) {
 	src := d.c.src
 	d.ended = true
 	src.gone.Store(true)
-	if s.closing.Load() {
+	switch {
+	case s.closing.Load():
 		// The proxy is closing the session itself (fault): dst gets
 		// (or got) its close frame, which a mirrored FIN or RST must not
 		// overtake, as in copier.ended. The close handshake, or
 		// closeGrace, ends dst.
 		ls.maybeFinish()
-		if !ls.closed && ls.dirs[0].ended && ls.dirs[1].ended {
-			ls.abort()
-		}
-		return
-	}
-	switch errno {
-	case 0:
+	case errno == 0:
 		if !src.sentClose.Load() {
 			s.setEnd(src.side.String(), "tcp closed without close frame", 0, "")
 		}
 		evloop.CloseWrite(ls.fds[d.dst])
 		ls.maybeFinish()
 		ls.arm(closeGrace)
-	case syscall.ECONNRESET:
+	case errno == syscall.ECONNRESET:
 		s.setEnd(src.side.String(), "tcp reset", 0, "")
 		ls.ll.l.Forget(ls.fds[d.dst], &ls.sides[d.dst])
 		evloop.Reset(ls.fds[d.dst])
@@ -854,8 +830,9 @@ func (ls *laneSession) leave() {
 	var owed []*peer // peers a close frame of the proxy's own is still owed
 	for i, c := range conns {
 		peers[i].conn = c
-		peers[i].br = newFrameReader(c, ls.dirs[i].carry)
-		if d := &ls.dirs[i]; d.ownClose {
+		d := &ls.dirs[i]
+		peers[i].br = newFrameReader(c, d.carry)
+		if d.ownClose {
 			// The rest of the proxy's close frame (fault) is
 			// written as the copiers write theirs.
 			dst, rest := s.copiers[i].dst, d.out
@@ -863,11 +840,11 @@ func (ls *laneSession) leave() {
 			owed = append(owed, dst)
 			d.out, d.ownClose = nil, false
 		}
-		if d := &ls.dirs[i]; s.closing.Load() && d.rem > 0 {
+		if s.closing.Load() && d.rem > 0 {
 			// The rest of a frame drain was dropping, not relaying.
 			s.copiers[i].skip, d.rem = d.rem, 0
 		}
-		if d := &ls.dirs[i]; d.rem > 0 || d.out != nil {
+		if d.rem > 0 || d.out != nil {
 			// What dst has not taken yet, and the rest of the frame in
 			// transit, go to dst before anything else: its copier holds
 			// dst's write lock from here, taken for it before a goroutine
@@ -938,44 +915,23 @@ func (ls *laneSession) leaveFor(w chan struct{}) {
 // its lane, which it is asked to, or ended. Called from goroutines before
 // anything acts on the session.
 func (s *session) offLane() {
-	ls := s.lane.Load()
-	if ls == nil {
-		return
-	}
-	w := make(chan struct{})
-	if !ls.ll.l.Submit(func() {
-		if ls.closed || s.lane.Load() != ls {
-			close(w)
-			return
-		}
-		ls.leaveFor(w)
-	}) {
-		return // the loops have stopped: so has the session
-	}
-	select {
-	case <-w:
-	case <-s.done:
-		// Ended on the loop meanwhile.
+	if s.lane.Load() != nil {
+		offLanes([]*session{s})
 	}
 }
 
-// offLanes has every session of ss that is on a loop leave it, as offLane
-// does for one, and returns once all have: each loop is asked once for
-// all of its sessions, so that a wave does not wait for a loop's turn
+// offLanes has every session of ss that is on a loop leave it, and
+// returns once each has left its lane or ended: each loop is asked once
+// for all of its sessions, so that a wave does not wait for a loop's turn
 // session by session.
 func offLanes(ss []*session) {
 	type leaving struct {
 		s *session
 		w chan struct{}
 	}
-	byLoop := map[*laneLoop][]*laneSession{}
 	var waits []leaving
-	for _, s := range ss {
-		if ls := s.lane.Load(); ls != nil {
-			byLoop[ls.ll] = append(byLoop[ls.ll], ls)
-		}
-	}
-	for ll, list := range byLoop {
+	loops, _ := byLoop(ss)
+	for ll, list := range loops {
 		ws := make([]chan struct{}, len(list))
 		for i := range ws {
 			ws[i] = make(chan struct{})
@@ -998,9 +954,23 @@ func offLanes(ss []*session) {
 	for _, l := range waits {
 		select {
 		case <-l.w:
-		case <-l.s.done:
+		case <-l.s.done: // ended on its loop meanwhile
 		}
 	}
+}
+
+// byLoop groups the sessions of ss that are on a loop by their loop, and
+// returns the others.
+func byLoop(ss []*session) (on map[*laneLoop][]*laneSession, off []*session) {
+	on = map[*laneLoop][]*laneSession{}
+	for _, s := range ss {
+		if ls := s.lane.Load(); ls != nil {
+			on[ls.ll] = append(on[ls.ll], ls)
+		} else {
+			off = append(off, s)
+		}
+	}
+	return on, off
 }
 
 // headerAt parses the frame header at the start of b (RFC 6455 section
