@@ -251,7 +251,7 @@ func (q *Queue) Close() error {
 
 // Rebind makes h the handler of fd, registered already, from its next
 // event on. On the loop only.
-func (l *Loop) Rebind(fd int, h Handler) { l.fds[int32(fd)] = h }
+func (l *Loop) Rebind(fd int, h Handler) { l.fds.set(int32(fd), h) }
 
 // KeepAlive turns TCP keep-alive on for fd with Go's defaults (15 s idle
 // and interval, 9 probes), as net.TCPConn.SetKeepAliveConfig does.

@@ -173,7 +173,7 @@ func (ln *Listener) Close() error {
 			// Out of the set, and forgotten, before the number can be
 			// reused.
 			rawEpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, nil)
-			delete(l.fds, int32(ln.fd))
+			l.fds.del(int32(ln.fd))
 			close(done)
 		})
 		select {

@@ -49,9 +49,9 @@ type Loop struct {
 	epfd int
 	efd  int // eventfd: written to wake the loop for queued work
 
-	// fds maps a registered socket to its handler. Only the loop's
+	// fds holds each registered socket's handler. Only the loop's
 	// goroutine reads or writes it.
-	fds map[int32]Handler
+	fds handlers
 
 	mu     sync.Mutex
 	work   []func() // run on the loop; guarded by mu
@@ -134,7 +134,7 @@ func newLoop() (*Loop, error) {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("evloop: eventfd2: %w", errno)
 	}
-	l := &Loop{epfd: epfd, efd: int(efd), fds: map[int32]Handler{}, done: make(chan struct{}),
+	l := &Loop{epfd: epfd, efd: int(efd), done: make(chan struct{}),
 		events: make([]syscall.EpollEvent, 256)}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.efd)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.efd, &ev); err != nil {
@@ -179,10 +179,10 @@ func (l *Loop) wakeLocked() {
 
 // add registers fd for h; on the loop only.
 func (l *Loop) add(fd int, h Handler, events uint32) error {
-	l.fds[int32(fd)] = h
+	l.fds.set(int32(fd), h)
 	ev := syscall.EpollEvent{Events: events, Fd: int32(fd)}
 	if errno := rawEpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); errno != 0 {
-		delete(l.fds, int32(fd))
+		l.fds.del(int32(fd))
 		return errno
 	}
 	return nil
@@ -192,8 +192,8 @@ func (l *Loop) add(fd int, h Handler, events uint32) error {
 // reused by a socket registered since); on the loop only. Closing the
 // socket has already taken it out of the epoll set.
 func (l *Loop) forget(fd int, h Handler) {
-	if l.fds[int32(fd)] == h {
-		delete(l.fds, int32(fd))
+	if l.fds.get(int32(fd)) == h {
+		l.fds.del(int32(fd))
 	}
 }
 
@@ -227,7 +227,7 @@ func (l *Loop) run() {
 				rawRead(l.efd, b[:])
 				continue
 			}
-			if h := l.fds[ev.Fd]; h != nil {
+			if h := l.fds.get(ev.Fd); h != nil {
 				h.Ready(ev.Events)
 			}
 			// A timer due meanwhile waits for one socket's work, not
@@ -296,9 +296,9 @@ func (l *Loop) closeAll() {
 	for _, f := range work {
 		f()
 	}
-	for fd, h := range l.fds {
+	l.fds.each(func(fd int32, h Handler) {
 		h.Stopped()
-		delete(l.fds, fd)
-	}
+		l.fds.del(fd)
+	})
 	syscall.Close(l.epfd)
 }
