@@ -62,6 +62,7 @@ type Loop struct {
 	done   chan struct{}
 	events []syscall.EpollEvent
 	timers timerHeap // the loop's own
+	epoch  time.Time // the loop's clock (clock) counts from here
 
 	noPwait2 bool // the kernel has no epoll_pwait2: waits are in milliseconds
 }
@@ -73,6 +74,15 @@ const (
 	// idleWaits is how many empty raw waits in a row make a loop wait
 	// through the runtime, without its P, until its next event.
 	idleWaits = 20
+	// nearTimer and timerCheckEvery bound the clock reads in a batch of
+	// events (timerDue). Due timers run between a batch's events, not
+	// after all of them; the loop looks after each event while its next
+	// timer is due within nearTimer of the batch's start, and otherwise
+	// after every timerCheckEvery events: a timer further off can come
+	// due only in a batch that has run that long, and then waits for at
+	// most that many events.
+	nearTimer       = 2 * time.Millisecond
+	timerCheckEvery = 16
 	// keepPFor is how soon a timer must be due for an idle loop to wait
 	// for it keeping its P: a thread back from a wait through the
 	// runtime must get a P before it runs anything, which on a busy
@@ -135,7 +145,7 @@ func newLoop() (*Loop, error) {
 		return nil, fmt.Errorf("evloop: eventfd2: %w", errno)
 	}
 	l := &Loop{epfd: epfd, efd: int(efd), done: make(chan struct{}),
-		events: make([]syscall.EpollEvent, 256)}
+		events: make([]syscall.EpollEvent, 256), epoch: time.Now()}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.efd)}
 	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.efd, &ev); err != nil {
 		syscall.Close(l.efd)
@@ -221,7 +231,8 @@ func (l *Loop) run() {
 		} else {
 			empty++
 		}
-		for _, ev := range l.events[:max(n, 0)] {
+		start := time.Duration(-1) // the batch's start on the loop's clock, read once it has a timer
+		for i, ev := range l.events[:max(n, 0)] {
 			if ev.Fd == int32(l.efd) {
 				var b [8]byte
 				rawRead(l.efd, b[:])
@@ -232,7 +243,7 @@ func (l *Loop) run() {
 			}
 			// A timer due meanwhile waits for one socket's work, not
 			// for the rest of the batch's.
-			if l.runTimers() {
+			if l.timerDue(&start, i) && l.runTimers() {
 				empty = 0
 			}
 		}

@@ -12,7 +12,7 @@ import (
 // loop relays, which must not wait for a goroutine to be scheduled. The
 // loop's epoll timeout is the time until its next timer.
 type Timer struct {
-	when  time.Time
+	when  time.Duration // on the loop's clock
 	f     func()
 	index int // in the loop's heap; -1 when not in it
 	loop  *Loop
@@ -22,7 +22,7 @@ type Timer struct {
 type timerHeap []*Timer
 
 func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].when.Before(h[j].when) }
+func (h timerHeap) Less(i, j int) bool { return h[i].when < h[j].when }
 func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
@@ -44,7 +44,7 @@ func (h *timerHeap) Pop() any {
 // After schedules f to run on the loop once d has passed. It must be
 // called on the loop: from a handler, a timer or queued work.
 func (l *Loop) After(d time.Duration, f func()) *Timer {
-	t := &Timer{when: time.Now().Add(d), f: f, loop: l}
+	t := &Timer{when: l.clock() + d, f: f, loop: l}
 	heap.Push(&l.timers, t)
 	return t
 }
@@ -52,7 +52,7 @@ func (l *Loop) After(d time.Duration, f func()) *Timer {
 // Reset has t run once d has passed from now, whether it was waiting, had
 // run or was stopped. On the loop only.
 func (t *Timer) Reset(d time.Duration) {
-	t.when = time.Now().Add(d)
+	t.when = t.loop.clock() + d
 	if t.index >= 0 {
 		heap.Fix(&t.loop.timers, t.index)
 		return
@@ -70,13 +70,32 @@ func (t *Timer) Stop() bool {
 	return true
 }
 
+// clock is the loop's time: how long it has run, on the monotonic clock.
+// It reads the clock once, where time.Now reads the wall clock too.
+func (l *Loop) clock() time.Duration { return time.Since(l.epoch) }
+
 // untilTimer returns how long until the loop's next timer is due (0 if
 // it is), and false if the loop has no timer.
 func (l *Loop) untilTimer() (time.Duration, bool) {
 	if len(l.timers) == 0 {
 		return 0, false
 	}
-	return max(time.Until(l.timers[0].when), 0), true
+	return max(l.timers[0].when-l.clock(), 0), true
+}
+
+// timerDue reports whether the loop looks for due timers after the i-th
+// event of a batch: after each while its next timer is due within
+// nearTimer of the batch's start, otherwise after every timerCheckEvery
+// events. *start is the batch's start on the loop's clock, read at the
+// first event that finds a timer (-1 until then).
+func (l *Loop) timerDue(start *time.Duration, i int) bool {
+	if len(l.timers) == 0 {
+		return false
+	}
+	if *start < 0 {
+		*start = l.clock()
+	}
+	return l.timers[0].when-*start < nearTimer || i%timerCheckEvery == timerCheckEvery-1
 }
 
 // runTimers runs the timers that are due; it reports whether any ran.
@@ -85,8 +104,8 @@ func (l *Loop) runTimers() bool {
 		return false
 	}
 	ran := false
-	now := time.Now()
-	for len(l.timers) > 0 && !l.timers[0].when.After(now) {
+	now := l.clock()
+	for len(l.timers) > 0 && l.timers[0].when <= now {
 		t := heap.Pop(&l.timers).(*Timer)
 		t.f()
 		ran = true

@@ -3,6 +3,8 @@
 package evloop
 
 import (
+	"container/heap"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -280,5 +282,99 @@ func TestTimerBetweenEvents(t *testing.T) {
 	onLoop(t, l, func() { got = append(got, order...) })
 	if len(got) != 3 || got[1] != "timer" {
 		t.Errorf("order: got %v; want an event, the timer, the other event", got)
+	}
+}
+
+func TestTimerDue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		in    time.Duration // the next timer, from the batch's start; 0: none
+		event int
+		want  bool
+	}{
+		{"no timer", 0, 0, false},
+		{"no timer, sixteenth event", 0, timerCheckEvery - 1, false},
+		{"near", nearTimer / 2, 0, true},
+		{"near, later event", nearTimer / 2, 3, true},
+		{"overdue", -time.Millisecond, 1, true},
+		{"far", 10 * nearTimer, 0, false},
+		{"far, later event", 10 * nearTimer, 3, false},
+		{"far, sixteenth event", 10 * nearTimer, timerCheckEvery - 1, true},
+		{"far, thirty-second event", 10 * nearTimer, 2*timerCheckEvery - 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &Loop{epoch: time.Now()}
+			start := time.Hour // as read at the batch's first event
+			if tc.in != 0 {
+				heap.Push(&l.timers, &Timer{when: start + tc.in, loop: l})
+			}
+			if got := l.timerDue(&start, tc.event); got != tc.want {
+				t.Errorf("timerDue after event %d, timer in %v: got %v; want %v", tc.event, tc.in, got, tc.want)
+			}
+			if start != time.Hour {
+				t.Errorf("start: got %v; want it kept (%v)", start, time.Hour)
+			}
+		})
+	}
+	t.Run("start read once", func(t *testing.T) {
+		l := &Loop{epoch: time.Now().Add(-time.Minute)}
+		start := time.Duration(-1)
+		l.timerDue(&start, 0)
+		if start != -1 {
+			t.Errorf("with no timer, start: got %v; want -1 (not read)", start)
+		}
+		heap.Push(&l.timers, &Timer{when: time.Hour, loop: l})
+		l.timerDue(&start, 1)
+		if start < time.Minute || start > time.Hour {
+			t.Errorf("start: got %v; want the loop's clock, a minute or more", start)
+		}
+	})
+}
+
+// slowHandler takes a while over each event, as a loop's session ending
+// does, and records it.
+type slowHandler struct {
+	name  string
+	order *[]string
+	take  time.Duration
+}
+
+func (h *slowHandler) Ready(uint32) {
+	*h.order = append(*h.order, h.name)
+	for end := time.Now().Add(h.take); time.Now().Before(end); {
+	}
+}
+
+func (h *slowHandler) Stopped() {}
+
+// TestTimerInLongBatch checks that a timer further off than nearTimer,
+// which comes due while a loop is still at a long batch of events, runs
+// within timerCheckEvery events, not after the whole batch.
+func TestTimerInLongBatch(t *testing.T) {
+	g := newGroup(t, 1)
+	l := g.loops[0]
+	const n = 3 * timerCheckEvery
+	var order []string
+	done := make(chan error, 1)
+	onLoop(t, l, func() {
+		for i := range n {
+			a, pa := socketPair(t)
+			t.Cleanup(func() { syscall.Close(a); syscall.Close(pa) })
+			h := &slowHandler{name: "event", order: &order, take: nearTimer / 2}
+			if err := l.Add(a, h, syscall.EPOLLIN|1<<31); err != nil { // EPOLLET
+				t.Errorf("Add %d: %v", i, err)
+			}
+			syscall.Write(pa, []byte("x"))
+		}
+		// Due after about 2*nearTimer of the batch, 4 events.
+		l.After(2*nearTimer, func() { order = append(order, "timer") })
+		l.After(time.Duration(n)*nearTimer, func() { done <- nil })
+	})
+	await(t, done, "the loop did not go on")
+	var got []string
+	onLoop(t, l, func() { got = append(got, order...) })
+	at := slices.Index(got, "timer")
+	if at < 0 || at > timerCheckEvery {
+		t.Errorf("the timer ran after %d of %d events; want it within the first %d", at, len(got)-1, timerCheckEvery)
 	}
 }
