@@ -464,18 +464,26 @@ func forwardHeader(req *http.Request, client string, overTLS bool) http.Header {
 		}
 		h[k] = vs
 	}
+	// The three X-Forwarded- values share one array, each key's slice
+	// capped so that an append to one cannot reach the next.
+	vals := make([]string, 0, 3)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		n := len(vals)
+		h[k] = vals[n-1 : n : n]
+	}
 	if host, _, err := net.SplitHostPort(client); err == nil {
 		if prior := req.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			host = strings.Join(prior, ", ") + ", " + host
 		}
-		h.Set("X-Forwarded-For", host)
+		set("X-Forwarded-For", host)
 	}
 	proto := "http"
 	if overTLS {
 		proto = "https"
 	}
-	h.Set("X-Forwarded-Proto", proto)
-	h.Set("X-Forwarded-Host", req.Host)
+	set("X-Forwarded-Proto", proto)
+	set("X-Forwarded-Host", req.Host)
 	return h
 }
 
