@@ -212,6 +212,9 @@ func (e *env) components() map[string]string {
 			m["nginx"] = "missing: " + e.nginxErr.Error()
 		} else {
 			m["nginx"] = e.nginxVersion + ", worker_processes " + e.o.nginxWorkers
+			if e.o.nginxAccessLog {
+				m["nginx"] += ", access log on"
+			}
 		}
 	}
 	if e.wants("toxiproxy") {

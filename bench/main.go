@@ -62,6 +62,7 @@ type options struct {
 	wschaosLoops     int
 	nginxBin         string
 	nginxWorkers     string
+	nginxAccessLog   bool
 	toxiproxyVersion string
 	buildTimeout     time.Duration
 
@@ -130,6 +131,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.wschaosLoops, "wschaos-loops", -1, "wschaos's [proxy] loops: event loops for plain sessions (0: none; -1: its default, one per CPU)")
 	fs.StringVar(&o.nginxBin, "nginx", "", "nginx binary (default: nginx on PATH, or /usr/sbin/nginx)")
 	fs.StringVar(&o.nginxWorkers, "nginx-workers", "auto", "nginx worker_processes (auto: one per CPU)")
+	fs.BoolVar(&o.nginxAccessLog, "nginx-access-log", false, "nginx writes an access log line per session, as Debian's configuration has it, to a file in its prefix (default: access_log off)")
 	fs.StringVar(&o.toxiproxyVersion, "toxiproxy", "v2.5.0", "version of github.com/Shopify/toxiproxy/v2 to build; empty skips it")
 	fs.DurationVar(&o.buildTimeout, "build-timeout", 5*time.Minute, "bound on building wschaos and toxiproxy")
 

@@ -345,6 +345,6 @@ func (o *options) summary(nofile uint64) map[string]any {
 		"idle_sessions": o.idleSessions,
 		"conn_count":    o.connCount, "conn_dialers": o.connDialers, "conn_duration": o.connDuration.String(),
 		"fault_after": o.faultAfter, "fault_every": o.faultEvery, "every_period": o.everyPeriod.String(),
-		"wschaos_log_level": o.wschaosLogLevel, "wschaos_loops": o.wschaosLoops, "nginx_workers": o.nginxWorkers, "toxiproxy": o.toxiproxyVersion,
+		"wschaos_log_level": o.wschaosLogLevel, "wschaos_loops": o.wschaosLoops, "nginx_workers": o.nginxWorkers, "nginx_access_log": o.nginxAccessLog, "toxiproxy": o.toxiproxyVersion,
 	}
 }

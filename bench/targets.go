@@ -275,7 +275,7 @@ events {
 }
 
 http {
-    access_log off;
+    access_log %[7]s;
     client_body_temp_path %[3]s/client_body;
     proxy_temp_path %[3]s/proxy;
     fastcgi_temp_path %[3]s/fastcgi;
@@ -310,7 +310,11 @@ func (e *env) startNginx(ctx context.Context) (*instance, error) {
 		return nil, err
 	}
 	conns := int(e.nofile) - 64
-	conf := fmt.Sprintf(nginxConf, e.o.nginxWorkers, e.nofile, dir, conns, port, e.echoPort["nginx"])
+	accessLog := "off"
+	if e.o.nginxAccessLog {
+		accessLog = dir + "/access.log" // the combined format, a write per line, as Debian's default
+	}
+	conf := fmt.Sprintf(nginxConf, e.o.nginxWorkers, e.nofile, dir, conns, port, e.echoPort["nginx"], accessLog)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
