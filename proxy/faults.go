@@ -84,6 +84,7 @@ func (s *session) attachRules() {
 	old := s.rules.Load()
 	var list []*sessionRule
 	var counting, inspecting uint32
+	var now time.Time // read once, for the first rule attached
 	for _, lr := range gen.rules {
 		var sr *sessionRule
 		for _, o := range *old {
@@ -102,10 +103,16 @@ func (s *session) attachRules() {
 			// runs right before the client's 101, the upstream already
 			// answered) or, for a session older than the rule, from the
 			// rule's load.
-			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: time.Now()}
+			if now.IsZero() {
+				now = time.Now()
+			}
+			sr = &sessionRule{lr: lr, hit: lr.Hit(s.p.Seed, s.id), start: now}
 			if s.opened {
 				s.armAfter(sr) // else open arms it, once the client has its 101
 			}
+		}
+		if list == nil {
+			list = make([]*sessionRule, 0, len(gen.rules)) // one allocation however many apply
 		}
 		list = append(list, sr)
 		if !sr.hit {
