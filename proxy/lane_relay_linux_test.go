@@ -282,13 +282,8 @@ func TestLaneRulesLoadedDuringUpstreamHandshake(t *testing.T) {
 			up, requested, release := startSlowUpstream(t)
 			addr, p, _ := startRules(t, up, nil, onLoops)
 
-			u, _ := url.Parse(addr)
-			conn, err := net.DialTimeout("tcp", u.Host, testTimeout)
-			if err != nil {
-				t.Fatalf("dial %s: got %v; want nil", u.Host, err)
-			}
-			t.Cleanup(func() { conn.Close() })
-			client := &rawConn{Conn: conn, br: bufio.NewReader(conn), client: true}
+			conn, br := dialTCP(t, addr)
+			client := &rawConn{Conn: conn, br: br, client: true}
 			client.write(t, upgradeRequest(t, addr, nil))
 			select {
 			case <-requested:

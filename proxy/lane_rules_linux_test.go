@@ -3,7 +3,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -156,15 +155,9 @@ func TestLaneRulesReject(t *testing.T) {
 		Action: "reject", Status: ptr(int64(503)), RetryAfter: ptr(int64(7)), Body: ptr("try later")})
 	addr, p, ev := startRules(t, up, set, onLoops)
 
-	u, _ := url.Parse(addr)
-	conn, err := net.DialTimeout("tcp", u.Host, testTimeout)
-	if err != nil {
-		t.Fatalf("dial %s: got %v; want nil", u.Host, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(testTimeout))
+	conn, br := dialTCP(t, addr)
 	conn.Write(upgradeRequest(t, addr+"/busy", nil))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("answer: got %v; want 503", err)
 	}
