@@ -68,6 +68,11 @@ type laneLoop struct {
 	acc   *laneAcceptor
 	stopd bool // Shutdown: no more accepts
 
+	// noDelay is whether the sockets the loop accepts have TCP_NODELAY
+	// from the listening socket (see giveNoDelay): 0 until the loop has
+	// looked, at its first connection; then 1, or -1 if it sets it on each.
+	noDelay int8
+
 	sweeping *evloop.Timer // the next keep-alive sweep, if one is due
 }
 
@@ -147,6 +152,9 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 		return nil, fmt.Errorf("loops: dup the listener: %w", errno)
 	}
 	ln.Close()
+	// Accepted sockets take TCP_NODELAY from the listening socket: one
+	// setsockopt per connection saved (giveNoDelay).
+	evloop.SetNoDelay(int(dfd))
 	ls := &lanes{p: p, g: g, q: q, lfd: int(dfd), laddr: ln.Addr(), up: up}
 	for _, l := range g.Loops() {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
@@ -241,6 +249,7 @@ func (a *laneAcceptor) Ready(uint32) {
 		if errno != 0 {
 			return // EAGAIN: none left, or another loop took it
 		}
+		ll.giveNoDelay(fd)
 		c := &laneConn{ll: ll, fd: fd, addr: addr, start: time.Now()}
 		ll.hs[c] = struct{}{}
 		if err := ll.l.Add(fd, c, laneEvents); err != nil {
@@ -249,6 +258,22 @@ func (a *laneAcceptor) Ready(uint32) {
 			continue
 		}
 		c.timer = ll.l.After(ll.ls.p.handshakeTimeout(), c.timedOut)
+	}
+}
+
+// giveNoDelay sees that fd, just accepted, has TCP_NODELAY. Linux copies
+// it from the listening socket, which startLanes set it on; the loop
+// checks that on its first connection, and sets it on each connection
+// itself if the kernel did not.
+func (ll *laneLoop) giveNoDelay(fd int) {
+	if ll.noDelay == 0 {
+		ll.noDelay = -1
+		if on, errno := evloop.NoDelay(fd); errno == 0 && on {
+			ll.noDelay = 1
+		}
+	}
+	if ll.noDelay < 0 {
+		evloop.SetNoDelay(fd)
 	}
 }
 

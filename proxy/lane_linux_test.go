@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -174,4 +175,27 @@ func TestHeaderAt(t *testing.T) {
 			t.Errorf("HeaderAt: got %v; want %v", err, ws.ErrHeaderLengthMSB)
 		}
 	})
+}
+
+// TestLaneNoDelay checks that both of a loop session's connections have
+// TCP_NODELAY, the client's from the listening socket without a
+// setsockopt of its own: the loop finds it there at its first connection.
+func TestLaneNoDelay(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	ln := listenProxy(t)
+	addr, p := startProxyOn(t, ln, up.URL, onLoops)
+	for i := range 3 {
+		client, _ := dialRaw(t, addr, nil, nil)
+		upstream := up.accept(t)
+		if got := socketOption(t, ln.Addr(), client.LocalAddr(), 6 /* IPPROTO_TCP */, 1 /* TCP_NODELAY */); got != 1 {
+			t.Errorf("session %d: TCP_NODELAY of the client's connection: got %d; want 1", i, got)
+		}
+		if got := socketOption(t, upstream.RemoteAddr(), upstream.LocalAddr(), 6, 1); got != 1 {
+			t.Errorf("session %d: TCP_NODELAY of the upstream's connection: got %d; want 1", i, got)
+		}
+	}
+	if got := proxy.NoDelayOnLoops(p); !slices.Equal(got, []int8{1}) {
+		t.Errorf("loops whose accepted sockets take TCP_NODELAY from the listener: got %v; want [1]", got)
+	}
 }

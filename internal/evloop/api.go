@@ -59,8 +59,16 @@ func NewConn(fd int, laddr, raddr net.Addr) (*Conn, error) { return newConn(fd, 
 // blocking: the sockets are non-blocking.
 
 // Accept accepts one connection from the listening socket lfd,
-// non-blocking, with TCP_NODELAY.
+// non-blocking. Linux gives an accepted socket the listening socket's
+// options: it has TCP_NODELAY if lfd has it (SetNoDelay), one setsockopt
+// per connection saved. NoDelay tells whether the kernel did.
 func Accept(lfd int) (int, net.Addr, syscall.Errno) { return rawAccept(lfd) }
+
+// SetNoDelay sets TCP_NODELAY on the socket fd, listening or connected.
+func SetNoDelay(fd int) syscall.Errno { return setNoDelay(fd) }
+
+// NoDelay reports whether the socket fd has TCP_NODELAY.
+func NoDelay(fd int) (bool, syscall.Errno) { return noDelay(fd) }
 
 // Read reads from the socket fd into b, again if a signal interrupted it.
 func Read(fd int, b []byte) (int, syscall.Errno) {
@@ -119,9 +127,7 @@ func Connect(ap netip.AddrPort) (int, syscall.Errno) {
 	if errno != 0 {
 		return -1, errno
 	}
-	one := int32(1)
-	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
-		uintptr(unsafe.Pointer(&one)), 4, 0)
+	setNoDelay(int(fd))
 	var rsa syscall.RawSockaddrAny
 	var l uintptr
 	a := ap.Addr().Unmap()

@@ -112,6 +112,7 @@ func (a *acceptor) Ready(uint32) {
 	if errno != 0 {
 		return // EAGAIN: another loop took it; anything else: the client is gone
 	}
+	setNoDelay(fd)
 	c, err := newConn(fd, ln.addr, sa)
 	if err != nil {
 		return // newConn closed it

@@ -77,8 +77,8 @@ func rawRead(fd int, b []byte) (int, syscall.Errno) {
 	return int(n), errno
 }
 
-// rawAccept accepts one connection, non-blocking and close-on-exec, with
-// TCP_NODELAY set.
+// rawAccept accepts one connection, non-blocking and close-on-exec. The
+// socket has the listening socket's options, TCP_NODELAY among them.
 func rawAccept(lfd int) (int, net.Addr, syscall.Errno) {
 	var rsa syscall.RawSockaddrAny
 	l := uint32(syscall.SizeofSockaddrAny)
@@ -87,10 +87,24 @@ func rawAccept(lfd int) (int, net.Addr, syscall.Errno) {
 	if errno != 0 {
 		return -1, nil, errno
 	}
-	one := int32(1)
-	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
-		uintptr(unsafe.Pointer(&one)), 4, 0)
 	return int(fd), rawAddr(&rsa), 0
+}
+
+// setNoDelay sets TCP_NODELAY on fd.
+func setNoDelay(fd int) syscall.Errno {
+	one := int32(1)
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&one)), 4, 0)
+	return errno
+}
+
+// noDelay reports whether fd has TCP_NODELAY.
+func noDelay(fd int) (bool, syscall.Errno) {
+	var v int32
+	l := uint32(4)
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
+	return v != 0, errno
 }
 
 // rawAddr decodes an IPv4 or IPv6 socket address.

@@ -4,7 +4,9 @@ package evloop
 
 import (
 	"bytes"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -206,4 +208,80 @@ func TestKeepAliveOptions(t *testing.T) {
 	if got, want := opts(a), [4]int{1, 15, 15, 9}; got != want {
 		t.Errorf("KeepAlive: got options %v; want %v", got, want)
 	}
+}
+
+// rawListener returns a listening loopback socket, non-blocking, with
+// TCP_NODELAY if nodelay; it is closed when the test ends.
+func rawListener(t *testing.T, nodelay bool) (fd int, addr syscall.Sockaddr) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if nodelay {
+		if errno := SetNoDelay(fd); errno != 0 {
+			t.Fatalf("SetNoDelay on the listener: got %v; want 0", errno)
+		}
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 8); err != nil {
+		t.Fatal(err)
+	}
+	addr, err = syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd, addr
+}
+
+// TestAcceptNoDelay holds Accept to what the loops count on: an accepted
+// socket has TCP_NODELAY exactly when the listening socket has it, which
+// NoDelay reports; Connect's sockets have it.
+func TestAcceptNoDelay(t *testing.T) {
+	for _, listenerHas := range []bool{true, false} {
+		t.Run(fmt.Sprintf("listener %v", listenerHas), func(t *testing.T) {
+			lfd, addr := rawListener(t, listenerHas)
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", addr.(*syscall.SockaddrInet4).Port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var fd int
+			var errno syscall.Errno
+			for range 100 { // the connection may reach the queue a little after Dial returns
+				if fd, _, errno = Accept(lfd); errno != syscall.EAGAIN {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if errno != 0 {
+				t.Fatalf("Accept: got %v; want 0", errno)
+			}
+			defer syscall.Close(fd)
+			on, errno := NoDelay(fd)
+			if errno != 0 || on != listenerHas {
+				t.Errorf("NoDelay of the accepted socket: got %v, %v; want %v, 0", on, errno, listenerHas)
+			}
+			if !listenerHas {
+				SetNoDelay(fd)
+				if on, _ := NoDelay(fd); !on {
+					t.Errorf("NoDelay after SetNoDelay: got false; want true")
+				}
+			}
+		})
+	}
+	t.Run("connect", func(t *testing.T) {
+		_, addr := rawListener(t, false)
+		fd, errno := Connect(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(addr.(*syscall.SockaddrInet4).Port)))
+		if errno != 0 && errno != syscall.EINPROGRESS {
+			t.Fatalf("Connect: got %v; want 0", errno)
+		}
+		defer syscall.Close(fd)
+		if on, errno := NoDelay(fd); errno != 0 || !on {
+			t.Errorf("NoDelay of a connecting socket: got %v, %v; want true, 0", on, errno)
+		}
+	})
 }
