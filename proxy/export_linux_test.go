@@ -3,7 +3,7 @@
 package proxy
 
 import (
-	"sync"
+	"slices"
 	"sync/atomic"
 )
 
@@ -29,8 +29,8 @@ func SweepDue(p *Proxy) bool {
 var HeaderAt = headerAt
 
 // NoDelayOnLoops returns, for each of p's loops, whether the sockets it
-// accepts take TCP_NODELAY from the listening socket: 0 before its first
-// connection, 1 if they do, -1 if the loop sets it on each.
+// accepts take TCP_NODELAY from the listening socket: 1 once one did, 0
+// while the loop still looks, -1 if it gave up and sets it on each.
 func NoDelayOnLoops(p *Proxy) []int8 {
 	p.mu.Lock()
 	ls := p.lanes
@@ -39,15 +39,6 @@ func NoDelayOnLoops(p *Proxy) []int8 {
 		return nil
 	}
 	got := make([]int8, len(ls.loops))
-	var mu sync.Mutex
-	ls.onLoops(func(ll *laneLoop) {
-		mu.Lock()
-		defer mu.Unlock()
-		for i := range ls.loops {
-			if ls.loops[i] == ll {
-				got[i] = ll.noDelay
-			}
-		}
-	})
+	ls.onLoops(func(ll *laneLoop) { got[slices.Index(ls.loops, ll)] = ll.noDelay }) // each loop its own element
 	return got
 }

@@ -69,9 +69,11 @@ type laneLoop struct {
 	stopd bool // Shutdown: no more accepts
 
 	// noDelay is whether the sockets the loop accepts have TCP_NODELAY
-	// from the listening socket (see giveNoDelay): 0 until the loop has
-	// looked, at its first connection; then 1, or -1 if it sets it on each.
-	noDelay int8
+	// from the listening socket (see giveNoDelay): 0 while the loop looks,
+	// 1 once one had it, -1 if the loop gave up looking and sets it on
+	// each; noDelayMissed counts the sockets it found without.
+	noDelay       int8
+	noDelayMissed int
 
 	sweeping *evloop.Timer // the next keep-alive sweep, if one is due
 }
@@ -261,20 +263,33 @@ func (a *laneAcceptor) Ready(uint32) {
 	}
 }
 
+// noDelayChecks is how many accepted sockets without TCP_NODELAY a loop
+// finds before it stops looking and sets the option on every socket. A
+// socket the kernel queued before startLanes set the option on the
+// listener lacks it; a kernel that copied no option would leave them all
+// without.
+const noDelayChecks = 1024
+
 // giveNoDelay sees that fd, just accepted, has TCP_NODELAY. Linux copies
-// it from the listening socket, which startLanes set it on; the loop
-// checks that on its first connection, and sets it on each connection
-// itself if the kernel did not.
+// it from the listening socket, which startLanes sets it on. The accept
+// queue is first in, first out: once a loop has accepted a socket that has
+// the option, every socket it accepts later was queued later, and has it
+// too. Until then the loop looks at each (getsockopt) and sets the option
+// where it is missing.
 func (ll *laneLoop) giveNoDelay(fd int) {
-	if ll.noDelay == 0 {
-		ll.noDelay = -1
+	switch {
+	case ll.noDelay > 0:
+		return
+	case ll.noDelay == 0:
 		if on, errno := evloop.NoDelay(fd); errno == 0 && on {
 			ll.noDelay = 1
+			return
+		}
+		if ll.noDelayMissed++; ll.noDelayMissed >= noDelayChecks {
+			ll.noDelay = -1
 		}
 	}
-	if ll.noDelay < 0 {
-		evloop.SetNoDelay(fd)
-	}
+	evloop.SetNoDelay(fd)
 }
 
 // laneConn is a client connection in its handshake, on a loop.
