@@ -66,6 +66,11 @@ type result struct {
 	// their median), and how many rounds could not measure the figure.
 	Samples      []float64 `json:"samples,omitempty"`
 	FailedRounds int       `json:"failed_rounds,omitempty"`
+	// With -rounds: each round's value over wschaos's in the same round,
+	// when every round of both measured the figure. A round runs every
+	// target under much the same load, so these ratios move less than
+	// the values do from round to round.
+	VsWschaosByRound []float64 `json:"vs_wschaos_by_round,omitempty"`
 }
 
 // machine describes where the figures were measured.
@@ -195,6 +200,13 @@ func (r *report) computeRatios() {
 		if w := r.find(x.Workload, x.Figure, "wschaos"); w != nil && *w.Value != 0 {
 			v := *x.Value / *w.Value
 			x.VsWschaos = &v
+			if x.Target != "wschaos" {
+				x.VsWschaosByRound = byRound(x, w)
+			}
+			if b := x.VsWschaosByRound; b != nil {
+				s := slices.Sorted(slices.Values(b))
+				x.Note = joinNote(x.Note, fmt.Sprintf("× wschaos by round %s to %s", format(s[0]), format(s[len(s)-1])))
+			}
 		}
 	}
 	order := func(x result) (int, int) {
@@ -209,6 +221,22 @@ func (r *report) computeRatios() {
 		}
 		return at - bt
 	})
+}
+
+// byRound returns x's value over w's, round by round, if both were
+// measured in every round (and w's is never 0); nil otherwise.
+func byRound(x, w *result) []float64 {
+	if len(x.Samples) < 2 || len(x.Samples) != len(w.Samples) || x.FailedRounds > 0 || w.FailedRounds > 0 {
+		return nil
+	}
+	out := make([]float64, len(x.Samples))
+	for i, v := range x.Samples {
+		if w.Samples[i] == 0 {
+			return nil
+		}
+		out[i] = v / w.Samples[i]
+	}
+	return out
 }
 
 // median of sorted values: the middle one, or the mean of the two.

@@ -22,8 +22,8 @@ func TestMedian(t *testing.T) {
 }
 
 // TestRounds checks how figures measured in several rounds are reported:
-// the median with its range in the note, ratios of the medians, and a
-// failed round counted and failing the run.
+// the median with its range in the note, ratios of the medians, ratios to
+// wschaos round by round, and a failed round counted and failing the run.
 func TestRounds(t *testing.T) {
 	type add struct {
 		target string
@@ -38,6 +38,7 @@ func TestRounds(t *testing.T) {
 		note         string
 		samples      []float64
 		failedRounds int
+		byRound      []float64
 	}
 	for _, tc := range []struct {
 		name       string
@@ -64,8 +65,26 @@ func TestRounds(t *testing.T) {
 				{target: "wschaos", status: statusOK, value: 140, vsWschaos: 1,
 					note: "median of 3 rounds, 120 to 180; first", samples: []float64{140, 180, 120}},
 				{target: "nginx", status: statusOK, value: 95, vsWschaos: 95.0 / 140,
+					note: "median of 3 rounds, 90 to 100; first; × wschaos by round 0.500 to 0.792", samples: []float64{100, 90, 95},
+					byRound: []float64{100.0 / 140, 90.0 / 180, 95.0 / 120}},
+			},
+		},
+		{
+			// Ratios by round need every round of both.
+			name: "a round of wschaos fails",
+			adds: []add{
+				{target: "wschaos", v: 140}, {target: "nginx", v: 100},
+				{target: "wschaos", err: "start: boom"}, {target: "nginx", v: 90},
+				{target: "wschaos", v: 120}, {target: "nginx", v: 95},
+			},
+			want: []want{
+				{target: "wschaos", status: statusOK, value: 130, vsWschaos: 1,
+					note:    "median of 2 rounds, 120 to 140; first; a round failed: start: boom",
+					samples: []float64{140, 120}, failedRounds: 1},
+				{target: "nginx", status: statusOK, value: 95, vsWschaos: 95.0 / 130,
 					note: "median of 3 rounds, 90 to 100; first", samples: []float64{100, 90, 95}},
 			},
+			wantFailed: true,
 		},
 		{
 			name: "a later round fails",
@@ -112,7 +131,8 @@ func TestRounds(t *testing.T) {
 				if x.Figure != fig {
 					continue
 				}
-				w := want{target: x.Target, status: x.Status, note: x.Note, samples: x.Samples, failedRounds: x.FailedRounds}
+				w := want{target: x.Target, status: x.Status, note: x.Note, samples: x.Samples, failedRounds: x.FailedRounds,
+					byRound: x.VsWschaosByRound}
 				if x.Value != nil {
 					w.value = *x.Value
 				}
@@ -123,7 +143,8 @@ func TestRounds(t *testing.T) {
 			}
 			eq := func(a, b want) bool {
 				return a.target == b.target && a.status == b.status && a.value == b.value && a.vsWschaos == b.vsWschaos &&
-					a.note == b.note && slices.Equal(a.samples, b.samples) && a.failedRounds == b.failedRounds
+					a.note == b.note && slices.Equal(a.samples, b.samples) && a.failedRounds == b.failedRounds &&
+					slices.Equal(a.byRound, b.byRound)
 			}
 			if !slices.EqualFunc(got, tc.want, eq) {
 				t.Errorf("results:\n got %+v;\nwant %+v", got, tc.want)
