@@ -28,17 +28,16 @@ func SweepDue(p *Proxy) bool {
 // HeaderAt parses a frame header from bytes, as a loop does.
 var HeaderAt = headerAt
 
-// NoDelayOnLoops returns, for each of p's loops, whether the sockets it
-// accepts take TCP_NODELAY from the listening socket: 1 once one did, 0
-// while the loop still looks, -1 if it gave up and sets it on each.
-func NoDelayOnLoops(p *Proxy) []int8 {
+// NoDelayOnLoops returns, for each of p's loops, whether it has found the
+// sockets it accepts taking TCP_NODELAY from the listening socket.
+func NoDelayOnLoops(p *Proxy) []bool {
 	p.mu.Lock()
 	ls := p.lanes
 	p.mu.Unlock()
 	if ls == nil {
 		return nil
 	}
-	got := make([]int8, len(ls.loops))
-	ls.onLoops(func(ll *laneLoop) { got[slices.Index(ls.loops, ll)] = ll.noDelay }) // each loop its own element
+	got := make([]bool, len(ls.loops))
+	ls.onLoops(func(ll *laneLoop) { got[slices.Index(ls.loops, ll)] = ll.noDelayInherited }) // each loop its own element
 	return got
 }

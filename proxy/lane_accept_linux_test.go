@@ -44,34 +44,34 @@ func TestGiveNoDelay(t *testing.T) {
 		t.Fatal("Accept: nothing queued after 1 s")
 		return -1
 	}
-	check := func(step string, ll *laneLoop, fd int, wantState int8, wantMissed int) {
+	check := func(step string, ll *laneLoop, fd int, wantInherited bool, wantMissed int) {
 		t.Helper()
 		if on, errno := evloop.NoDelay(fd); errno != 0 || !on {
 			t.Errorf("%s: TCP_NODELAY: got %v, %v; want true, 0", step, on, errno)
 		}
-		if ll.noDelay != wantState || ll.noDelayMissed != wantMissed {
-			t.Errorf("%s: state, missed: got %d, %d; want %d, %d", step, ll.noDelay, ll.noDelayMissed, wantState, wantMissed)
+		if ll.noDelayInherited != wantInherited || ll.noDelayMissed != wantMissed {
+			t.Errorf("%s: inherited, missed: got %v, %d; want %v, %d", step, ll.noDelayInherited, ll.noDelayMissed, wantInherited, wantMissed)
 		}
 	}
 
 	ll := &laneLoop{}
 	early := accept() // queued while the listener has no TCP_NODELAY
 	ll.giveNoDelay(early)
-	check("queued before the listener's option", ll, early, 0, 1)
+	check("queued before the listener's option", ll, early, false, 1)
 
 	evloop.SetNoDelay(lfd)
 	later := accept()
 	ll.giveNoDelay(later)
-	check("queued after", ll, later, 1, 1)
+	check("queued after", ll, later, true, 1)
 
 	gaveUp := &laneLoop{noDelayMissed: noDelayChecks - 1}
 	syscall.SetsockoptInt(lfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 0)
 	last := accept()
 	gaveUp.giveNoDelay(last)
-	check("the last look", gaveUp, last, -1, noDelayChecks)
+	check("the last look", gaveUp, last, false, noDelayChecks)
 	next := accept()
 	gaveUp.giveNoDelay(next)
-	check("after it", gaveUp, next, -1, noDelayChecks)
+	check("after it", gaveUp, next, false, noDelayChecks)
 }
 
 // listenerFD is ln's socket, which stays ln's.

@@ -68,12 +68,11 @@ type laneLoop struct {
 	acc   *laneAcceptor
 	stopd bool // Shutdown: no more accepts
 
-	// noDelay is whether the sockets the loop accepts have TCP_NODELAY
-	// from the listening socket (see giveNoDelay): 0 while the loop looks,
-	// 1 once one had it, -1 if the loop gave up looking and sets it on
-	// each; noDelayMissed counts the sockets it found without.
-	noDelay       int8
-	noDelayMissed int
+	// noDelayInherited is set once a socket the loop accepted had
+	// TCP_NODELAY from the listening socket; noDelayMissed counts those
+	// it found without, up to noDelayChecks (see giveNoDelay).
+	noDelayInherited bool
+	noDelayMissed    int
 
 	sweeping *evloop.Timer // the next keep-alive sweep, if one is due
 }
@@ -277,17 +276,15 @@ const noDelayChecks = 1024
 // too. Until then the loop looks at each (getsockopt) and sets the option
 // where it is missing.
 func (ll *laneLoop) giveNoDelay(fd int) {
-	switch {
-	case ll.noDelay > 0:
+	if ll.noDelayInherited {
 		return
-	case ll.noDelay == 0:
+	}
+	if ll.noDelayMissed < noDelayChecks {
 		if on, errno := evloop.NoDelay(fd); errno == 0 && on {
-			ll.noDelay = 1
+			ll.noDelayInherited = true
 			return
 		}
-		if ll.noDelayMissed++; ll.noDelayMissed >= noDelayChecks {
-			ll.noDelay = -1
-		}
+		ll.noDelayMissed++
 	}
 	evloop.SetNoDelay(fd)
 }

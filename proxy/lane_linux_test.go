@@ -195,7 +195,7 @@ func TestLaneNoDelay(t *testing.T) {
 			t.Errorf("session %d: TCP_NODELAY of the upstream's connection: got %d; want 1", i, got)
 		}
 	}
-	if got := proxy.NoDelayOnLoops(p); !slices.Equal(got, []int8{1}) {
-		t.Errorf("loops whose accepted sockets take TCP_NODELAY from the listener: got %v; want [1]", got)
+	if got := proxy.NoDelayOnLoops(p); !slices.Equal(got, []bool{true}) {
+		t.Errorf("loops whose accepted sockets take TCP_NODELAY from the listener: got %v; want [true]", got)
 	}
 }
