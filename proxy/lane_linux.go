@@ -304,7 +304,8 @@ type laneConn struct {
 	info     rules.Session // the rules' view of the attempt
 	id       uint64
 	ufd      int
-	dialer   *laneDialer
+	dialer   *laneDialer // &dialerv once dialed
+	dialerv  laneDialer
 	nonce    [nonceLen]byte
 	protos   []string
 	exts     []httphead.Option
@@ -330,9 +331,13 @@ func (c *laneConn) Ready(events uint32) {
 		}
 		return
 	}
+	// Most requests come in one read: their bytes are looked at in the
+	// loop's buffer, and copied to c.head only to be kept past this event
+	// or handed on.
 	buf := c.ll.buf
 	trust := events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0
-	i := -1 // where the head ends, once it has; bytes before this event had not
+	head := c.head // the bytes so far, in c.head or (read at once) in buf
+	i := -1        // where the head ends, once it has; bytes before this event had not
 	for {
 		n, errno := evloop.Read(c.fd, buf)
 		if errno == syscall.EAGAIN {
@@ -342,23 +347,33 @@ func (c *laneConn) Ready(events uint32) {
 			c.fail()
 			return
 		}
-		c.head = append(c.head, buf[:n]...)
+		if len(c.head) == 0 {
+			head = buf[:n]
+		} else {
+			c.head = append(c.head, buf[:n]...)
+			head = c.head
+		}
 		c.cdrained = trust && n < len(buf)
-		if i = bytes.Index(c.head, []byte("\r\n\r\n")); i >= 0 || len(c.head) > maxHeadSize || c.cdrained {
+		if i = bytes.Index(head, []byte("\r\n\r\n")); i >= 0 || len(head) > maxHeadSize || c.cdrained {
 			break
 		}
+		c.keepHead(head) // buf is read into again
+		head = c.head
 	}
-	if i < 0 && len(c.head) <= maxHeadSize {
+	if i < 0 && len(head) <= maxHeadSize {
+		c.keepHead(head)
 		return // more to come
 	}
-	if i < 0 || i+4 > maxHeadSize || !headWantsWebSocket(c.head[:i+2]) {
+	if i < 0 || i+4 > maxHeadSize || !headWantsWebSocket(head[:i+2]) {
+		c.keepHead(head)
 		c.toGoroutines()
 		return
 	}
 	// A head parseHead leaves to http.ReadRequest, as one checkUpgrade
 	// refuses, is the goroutines' to read and answer.
-	req, ok := parseHead(c.head[:i+4])
+	req, ok := parseHead(head[:i+4])
 	if !ok || checkUpgrade(req) != nil {
+		c.keepHead(head)
 		c.toGoroutines()
 		return
 	}
@@ -366,14 +381,29 @@ func (c *laneConn) Ready(events uint32) {
 	for _, v := range req.Header.Values("Sec-Websocket-Extensions") {
 		var ok bool
 		if exts, ok = httphead.ParseOptions([]byte(v), exts); !ok {
+			c.keepHead(head)
 			c.toGoroutines()
 			return
 		}
 	}
 	c.req, c.exts = req, exts
 	c.protos = splitTokens(req.Header.Values("Sec-Websocket-Protocol"))
-	c.head = c.head[i+4:] // frames pipelined behind the request
+	// Frames pipelined behind the request, kept.
+	switch rest := head[i+4:]; {
+	case len(c.head) > 0:
+		c.head = rest
+	case len(rest) > 0:
+		c.head = bytes.Clone(rest)
+	}
 	c.dial()
+}
+
+// keepHead has c.head hold head, the bytes read of the request so far:
+// c.head itself, or those of one read still in the loop's buffer.
+func (c *laneConn) keepHead(head []byte) {
+	if len(c.head) == 0 && len(head) > 0 {
+		c.head = bytes.Clone(head)
+	}
 }
 
 // toGoroutines hands the connection, with what has been read of it, to
@@ -531,23 +561,41 @@ func (c *laneConn) dial() {
 	// client took to send its request.
 	c.deadline = time.Now().Add(ls.p.handshakeTimeout())
 	c.timer.Reset(ls.p.handshakeTimeout())
-	target := joinURL(ls.p.Upstream, c.req.URL)
 	fd, errno := evloop.Connect(ls.up)
 	if errno != 0 {
 		c.upstreamFailed(c.upstreamError("dial", errno))
 		return
 	}
 	c.ufd = fd
-	c.dialer = &laneDialer{c: c}
+	c.dialer = &c.dialerv
+	c.dialer.c = c
 	var key [16]byte
 	rand.Read(key[:])
 	makeNonce(c.nonce[:], key)
-	fwd := forwardHeader(c.req, c.caddr, false)
-	c.requests = appendUpgradeRequest(nil, target, c.nonce[:], c.protos, c.exts, fwd)
 	if err := c.ll.l.Add(fd, c.dialer, laneEvents); err != nil {
 		evloop.Close(fd)
 		c.dialer = nil
 		c.upstreamFailed(c.dialError(err))
+	}
+}
+
+// request writes the upgrade request to the upstream, just connected. It
+// is built in the loop's buffer; only what the socket does not take at
+// once is copied, to c.requests, for the next events to write.
+func (c *laneConn) request() {
+	target := joinURL(c.ll.ls.p.Upstream, c.req.URL)
+	fwd := forwardHeader(c.req, c.caddr, false)
+	req := appendUpgradeRequest(c.ll.buf[:0], target, c.nonce[:], c.protos, c.exts, fwd)
+	n, errno := evloop.Write(c.ufd, req)
+	switch {
+	case errno == syscall.EAGAIN:
+		n = 0
+	case errno != 0:
+		c.upstreamFailed(c.upstreamError("write", errno))
+		return
+	}
+	if n < len(req) {
+		c.requests = bytes.Clone(req[n:])
 	}
 }
 
@@ -582,6 +630,10 @@ func (d *laneDialer) Ready(events uint32) {
 			return
 		}
 		d.connected = true
+		c.request()
+		if c.done {
+			return
+		}
 	}
 	for len(c.requests) > 0 {
 		n, errno := evloop.Write(c.ufd, c.requests)
@@ -610,19 +662,28 @@ func (d *laneDialer) Ready(events uint32) {
 			c.upstreamFailed(c.dialError(io.EOF))
 			return
 		}
-		c.uhead = append(c.uhead, buf[:n]...)
+		// An answer that comes in one read, as most do, is looked at in
+		// the loop's buffer; c.uhead keeps one that does not.
+		got := buf[:n]
+		if len(c.uhead) > 0 {
+			c.uhead = append(c.uhead, got...)
+			got = c.uhead
+		}
 		c.udrained = trust && n < len(buf)
 		// gobwas/ws judges the answer line by line: a status other than
 		// 101, or a line it refuses, decides before the head's end. Its
 		// head has no size limit but the handshake timeout, as the
 		// Dialer's.
-		head := c.uhead
-		if n := answerHeadLen(c.uhead); n >= 0 {
-			head = c.uhead[:n]
+		head := got
+		if n := answerHeadLen(got); n >= 0 {
+			head = got[:n]
 		}
 		if hs, answer, err := checkUpgradeAnswer(head, c.nonce[:], c.protos, c.exts); err != errAnswerIncomplete {
-			c.answered(len(head), hs, answer, err)
+			c.answered(got, len(head), hs, answer, err)
 			return
+		}
+		if len(c.uhead) == 0 {
+			c.uhead = bytes.Clone(got) // buf is read into again
 		}
 		if c.udrained {
 			return // the rest comes with the next event
@@ -630,12 +691,16 @@ func (d *laneDialer) Ready(events uint32) {
 	}
 }
 
-// answered acts on the upstream's answer, whose head is c.uhead[:n], or
-// as much of it as decides that it is refused, and on what
-// checkUpgradeAnswer made of it.
-func (c *laneConn) answered(n int, hs ws.Handshake, answer http.Header, err error) {
-	var st *answerStatus
-	if errors.As(err, &st) {
+// answered acts on the upstream's answer, whose head is got[:n], or as
+// much of it as decides that it is refused, and on what
+// checkUpgradeAnswer made of it. got is c.uhead, or the loop's buffer
+// when c.uhead is empty.
+func (c *laneConn) answered(got []byte, n int, hs ws.Handshake, answer http.Header, err error) {
+	st, refused := err.(*answerStatus) // checkUpgradeAnswer returns it unwrapped
+	if len(c.uhead) == 0 && (refused || len(got) > n) {
+		c.uhead = bytes.Clone(got) // kept past this event: out of the buffer
+	}
+	if refused {
 		c.statusAnswer(st.status)
 		return
 	}
@@ -643,7 +708,10 @@ func (c *laneConn) answered(n int, hs ws.Handshake, answer http.Header, err erro
 		c.upstreamFailed(c.dialError(err))
 		return
 	}
-	upending := c.uhead[n:]
+	var upending []byte // frames the upstream sent behind its 101
+	if len(c.uhead) > n {
+		upending = c.uhead[n:]
+	}
 	c.endHandshake()
 
 	s := newLaneSession(c, hs, answer, upending)

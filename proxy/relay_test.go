@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -373,6 +374,117 @@ func TestPipelinedFrames(t *testing.T) {
 			t.Errorf("upstream: got no answer within %v; want a 101 and a frame", testTimeout)
 		}
 	})
+}
+
+// TestHandshakeInPieces has the client's upgrade request and the
+// upstream's answer each arrive in several writes, with a frame behind
+// each head in the head's last write: the proxy keeps what it has read of
+// a head across reads, and the frames behind it.
+func TestHandshakeInPieces(t *testing.T) {
+	early := buildFrame(ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: testMask}, []byte("early bird"))
+	welcome := buildFrame(ws.Header{Fin: true, OpCode: ws.OpText}, []byte("welcome"))
+	// cut returns where to cut a head of n bytes: at the offsets given,
+	// those not above 0 counted from its end (0: right after it).
+	cut := func(n int, at ...int) []int {
+		var out []int
+		for _, a := range at {
+			if a <= 0 {
+				a += n
+			}
+			out = append(out, a)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name                string
+		requestAt, answerAt []int // cuts in the heads
+	}{
+		{name: "request in three writes", requestAt: []int{5, 60}},
+		{name: "answer in three writes", answerAt: []int{9, 40}},
+		{name: "both cut inside the empty line", requestAt: []int{-3}, answerAt: []int{-1}},
+		{name: "both cut after the head", requestAt: []int{0}, answerAt: []int{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := listenLocal(t)
+			t.Cleanup(func() { ln.Close() })
+			gotEarly := make(chan error, 1)
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					gotEarly <- err
+					return
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(testTimeout))
+				c := &rawConn{Conn: conn, br: bufio.NewReader(conn)}
+				req, err := http.ReadRequest(c.br)
+				if err != nil {
+					gotEarly <- err
+					return
+				}
+				answer := []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+					acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n")
+				at := cut(len(answer), tc.answerAt...)
+				if err := writePieces(conn, append(answer, welcome...), at); err != nil {
+					gotEarly <- err
+					return
+				}
+				f, err := ws.ReadFrame(c.br)
+				if err == nil && (f.Header.OpCode != ws.OpText || string(ws.UnmaskFrame(f).Payload) != "early bird") {
+					err = fmt.Errorf("got %v %q; want text %q", f.Header.OpCode, ws.UnmaskFrame(f).Payload, "early bird")
+				}
+				gotEarly <- err
+				c.br.ReadByte() // until the client goes
+			}()
+			addr, _ := startProxy(t, &url.URL{Scheme: "ws", Host: ln.Addr().String()})
+			u, _ := url.Parse(addr)
+			conn, err := net.DialTimeout("tcp", u.Host, testTimeout)
+			if err != nil {
+				t.Fatalf("dial: got %v; want nil", err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			req := upgradeRequest(t, addr+"/pieces", nil)
+			if err := writePieces(conn, append(req, early...), cut(len(req), tc.requestAt...)); err != nil {
+				t.Fatalf("write request: got %v; want nil", err)
+			}
+			client := &rawConn{Conn: conn, br: bufio.NewReader(conn), client: true}
+			conn.SetReadDeadline(time.Now().Add(testTimeout))
+			resp, err := http.ReadResponse(client.br, nil)
+			if err != nil {
+				t.Fatalf("read answer: got %v; want nil", err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("answer: got %d; want 101", resp.StatusCode)
+			}
+			if got := client.readFrame(t); got.Header.OpCode != ws.OpText || string(got.Payload) != "welcome" {
+				t.Errorf("client got %v %q; want text %q", got.Header.OpCode, got.Payload, "welcome")
+			}
+			select {
+			case err := <-gotEarly:
+				if err != nil {
+					t.Errorf("upstream: got %v; want the early frame", err)
+				}
+			case <-time.After(testTimeout):
+				t.Errorf("upstream: got nothing in %v; want the early frame", testTimeout)
+			}
+		})
+	}
+}
+
+// writePieces writes b to conn cut at the offsets at, pausing between the
+// writes so that the reader most likely reads each on its own.
+func writePieces(conn net.Conn, b []byte, at []int) error {
+	prev := 0
+	for _, a := range append(at, len(b)) {
+		if a > prev {
+			if _, err := conn.Write(b[prev:a]); err != nil {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		prev = a
+	}
+	return nil
 }
 
 func TestFrameIsNotHeldBackByAPartialNextHeader(t *testing.T) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,10 +51,11 @@ type session struct {
 
 	// Rules.
 	info       rules.Session
-	rules      atomic.Pointer[[]*sessionRule]
-	counting   atomic.Uint32 // directions (rules.Direction bits) with after_messages or after_bytes rules
-	inspecting atomic.Uint32 // directions with on_message rules
-	hung       atomic.Uint32 // directions not relayed any more
+	rules      atomic.Pointer[[]*sessionRule] // &noRules until rules attach
+	noRules    []*sessionRule                 // always empty
+	counting   atomic.Uint32                  // directions (rules.Direction bits) with after_messages or after_bytes rules
+	inspecting atomic.Uint32                  // directions with on_message rules
+	hung       atomic.Uint32                  // directions not relayed any more
 
 	// lane is the loop relaying the session, nil once copiers do (see
 	// lanes); whatever acts on a session from a goroutine first has it
@@ -103,7 +105,7 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientA
 	}
 	s.copiers = [2]*copier{&cs[0], &cs[1]}
 	s.rsv, s.strict = allowedRSV(hs)
-	s.rules.Store(&[]*sessionRule{})
+	s.rules.Store(&s.noRules)
 	s.live.Store(int32(len(s.copiers)))
 	return s
 }
@@ -111,9 +113,13 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientA
 // sessionInfo returns what rules match an upgrade request on; client is
 // the client's address as its String gives it.
 func sessionInfo(req *http.Request, client string) rules.Session {
+	var query url.Values // nil for none, which matches as an empty one
+	if req.URL.RawQuery != "" {
+		query = req.URL.Query()
+	}
 	info := rules.Session{
 		Path:    req.URL.Path,
-		Query:   req.URL.Query(),
+		Query:   query,
 		Header:  req.Header,
 		Offered: splitTokens(req.Header.Values("Sec-Websocket-Protocol")),
 	}
