@@ -40,7 +40,7 @@ type heldFrame struct {
 // on. A direction already delayed keeps its first delay.
 func (s *session) startDelay(dir rules.Direction, a *rules.Action, rnd *rand.Rand) {
 	for _, c := range s.copiers {
-		if dir&sideDir(c.src.side) == 0 {
+		if c == nil || dir&sideDir(c.src.side) == 0 { // none if it ended on its loop
 			continue
 		}
 		// Each direction draws its jitter from its own source, seeded

@@ -41,3 +41,27 @@ func NoDelayOnLoops(p *Proxy) []bool {
 	ls.onLoops(func(ll *laneLoop) { got[slices.Index(ls.loops, ll)] = ll.noDelayInherited }) // each loop its own element
 	return got
 }
+
+// WithCopiers returns how many of p's sessions have their copiers: those
+// on loops looked at on their loops, the others once off them.
+func WithCopiers(p *Proxy) (onLoops, offLoops int) {
+	p.mu.Lock()
+	ls := p.lanes
+	p.mu.Unlock()
+	var on atomic.Int64
+	if ls != nil {
+		ls.onLoops(func(ll *laneLoop) {
+			for lsess := range ll.sess {
+				if lsess.s.copiers[0] != nil {
+					on.Add(1)
+				}
+			}
+		})
+	}
+	for _, s := range p.openSessions() {
+		if s.lane.Load() == nil && s.copiers[0] != nil {
+			offLoops++
+		}
+	}
+	return int(on.Load()), offLoops
+}

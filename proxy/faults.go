@@ -422,7 +422,7 @@ func (s *session) killFault(to rules.Target, rst bool, why string, w *wave) {
 			if p == s.upstream {
 				c = s.copiers[1]
 			}
-			start := s.unpark(c)
+			start := c != nil && s.unpark(c) // none if it ended on its loop
 			p.gone.Store(true)
 			p.reset()
 			if start {

@@ -183,7 +183,7 @@ func (p *Proxy) serveWebSocket(conn net.Conn, br *bufio.Reader, req *http.Reques
 	// gracefully; the 101 is written holding the client's write lock, so
 	// that a close frame queued meanwhile follows it.
 	client := newPeer(sideClient, conn, nil)
-	s := newSession(p, id, req, start, addr, info, client, newPeer(sideUpstream, up.conn, up.br), up.hs)
+	s := newSession(p, id, req, start, addr, info, client, newPeer(sideUpstream, up.conn, up.br), up.hs, false)
 	ok := p.addSession(s, conn)
 	if ok {
 		s.attach() // before the 101: the session is listed with its rules from the start

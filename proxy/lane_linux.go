@@ -812,6 +812,7 @@ func (c *laneConn) openOnGoroutines(s *session, ls *laneSession, answer, upendin
 	client.conn, client.br = cconn, newFrameReader(cconn, c.head)
 	upstream.conn, upstream.br = uconn, newFrameReader(uconn, upending)
 	client.wmu.Lock() // a close frame queued meanwhile follows the 101
+	s.makeCopiers()
 	s.lane.Store(nil)
 	ll.ls.q.Go(func() {
 		s.attach()

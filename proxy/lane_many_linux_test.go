@@ -87,8 +87,8 @@ func TestLaneManyInjectMatching(t *testing.T) {
 
 // TestLaneManySetRules loads rules over a loop's sessions. A counting
 // rule leaves them on the loop, which counts their messages; an on_message
-// rule, which only the copiers carry out, has every one leave the loop.
-// They go on relaying throughout.
+// rule, which only the copiers carry out, has every one leave the loop,
+// and only then are their copiers made. They go on relaying throughout.
 func TestLaneManySetRules(t *testing.T) {
 	checkGoroutines(t)
 	const n = 300
@@ -97,6 +97,9 @@ func TestLaneManySetRules(t *testing.T) {
 	within(t, "SetRules", 3*testTimeout, func() { p.SetRules(compileRules(t, false, count)) })
 	if got := proxy.OnLoop(p); got != n {
 		t.Errorf("sessions on loops after a counting rule: got %d; want %d", got, n)
+	}
+	if on, off := proxy.WithCopiers(p); on != 0 || off != 0 {
+		t.Errorf("sessions with copiers: got %d on loops and %d off them; want none", on, off)
 	}
 	for _, c := range clients {
 		c.writeFrame(t, true, ws.OpText, []byte("again"))
@@ -111,6 +114,9 @@ func TestLaneManySetRules(t *testing.T) {
 	within(t, "SetRules", 3*testTimeout, func() { p.SetRules(compileRules(t, false, count, inspect)) })
 	if got := proxy.OnLoop(p); got != 0 {
 		t.Errorf("sessions on loops after an on_message rule: got %d; want 0", got)
+	}
+	if on, off := proxy.WithCopiers(p); on != 0 || off != n {
+		t.Errorf("sessions with copiers: got %d on loops and %d off them; want 0 and %d", on, off, n)
 	}
 	for _, c := range clients {
 		c.writeFrame(t, true, ws.OpText, []byte("once more"))

@@ -99,7 +99,7 @@ func (ll *laneLoop) armSweep() {
 // laneDir is one direction of a lane session.
 type laneDir struct {
 	ls       *laneSession
-	c        *copier
+	from, to *peer  // the peers src and dst are the sockets of
 	src, dst int    // indexes into fds
 	carry    []byte // read, not yet relayed: a partial header or close frame, or all from a hand-off's boundary
 	rem      int64  // payload bytes of the frame under way still to relay
@@ -145,7 +145,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	ll, p := c.ll, c.ll.ls.p
 	peers := &[2]peer{{side: sideClient, fd: c.fd}, {side: sideUpstream, fd: c.ufd}} // one allocation
 	client, upstream := &peers[0], &peers[1]
-	s := newSession(p, c.id, c.req, c.start, c.caddr, c.info, client, upstream, hs)
+	s := newSession(p, c.id, c.req, c.start, c.caddr, c.info, client, upstream, hs, true)
 	ls := &laneSession{ll: ll, s: s, caddr: c.addr, fds: [2]int{c.fd, c.ufd}}
 	s.lane.Store(ls)
 	closeBoth := func() {
@@ -196,7 +196,8 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	}
 	for i := range ls.dirs {
 		d := &ls.dirs[i]
-		d.ls, d.c, d.src, d.dst = ls, s.copiers[i], i, 1-i
+		d.ls, d.src, d.dst = ls, i, 1-i
+		d.from, d.to = &peers[i], &peers[1-i]
 		ls.sides[i] = laneSide{ls: ls, i: i}
 	}
 	// A socket the handshake drained has nothing to read until its next
@@ -506,7 +507,7 @@ func (d *laneDir) relay(trustShort bool) {
 // returns how much of b is relayed now; closed reports that it ends with
 // src's close frame.
 func (d *laneDir) walk(b []byte) (stop int, closed bool) {
-	ls, s, src := d.ls, d.ls.s, d.c.src
+	ls, s, src := d.ls, d.ls.s, d.from
 	debug := s.p.log.Core().Enabled(zap.DebugLevel)
 	pos := 0
 	for pos < len(b) {
@@ -538,7 +539,7 @@ func (d *laneDir) walk(b []byte) (stop int, closed bool) {
 				return pos, false
 			}
 		}
-		if d.c.check(h) != nil {
+		if s.checkFrame(src, h) != nil {
 			d.stuck = true
 			return pos, false
 		}
@@ -586,7 +587,7 @@ func (d *laneDir) pass(b []byte, pos int) int {
 // the close handshake on. It returns how much of b it used; the rest is a
 // partial header or close frame.
 func (d *laneDir) drain(b []byte) int {
-	src := d.c.src
+	src := d.from
 	pos := 0
 	for pos < len(b) {
 		if d.rem > 0 {
@@ -628,7 +629,7 @@ func (d *laneDir) drain(b []byte) int {
 // been written (deliverClose, for the loop).
 func (d *laneDir) closeRelayed() {
 	ls := d.ls
-	src, dst := d.c.src, d.c.dst
+	src, dst := d.from, d.to
 	dst.gotClose.Store(true)
 	src.sentClose.Store(true)
 	ls.s.log(zap.DebugLevel, "close relayed", zap.Stringer("from", src.side))
@@ -665,7 +666,7 @@ func (d *laneDir) flush() bool {
 	}
 	if d.ownClose {
 		d.ownClose = false
-		d.c.dst.gotClose.Store(true)
+		d.to.gotClose.Store(true)
 		d.ls.maybeFinish()
 	}
 	return true
@@ -676,7 +677,7 @@ func (d *laneDir) flush() bool {
 // relayed, so a FIN goes on at once.
 func (d *laneDir) readEnded(errno syscall.Errno) {
 	ls, s := d.ls, d.ls.s
-	src := d.c.src
+	src := d.from
 	d.ended = true
 	src.gone.Store(true)
 	switch {
@@ -827,6 +828,7 @@ func (ls *laneSession) leave() {
 		ls.abort()
 		return
 	}
+	s.makeCopiers()
 	var owed []*peer // peers a close frame of the proxy's own is still owed
 	for i, c := range conns {
 		peers[i].conn = c

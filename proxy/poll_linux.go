@@ -185,8 +185,13 @@ func (pl *poller) sweep(now time.Time) {
 	n := pl.sweeps.Add(1)
 	pl.buf = pl.list(pl.buf[:0])
 	for _, s := range pl.buf {
+		if s.lane.Load() != nil {
+			continue // a loop relays it: no copiers yet
+		}
 		for _, c := range s.copiers {
-			c.interruptIdle(n - 3)
+			if c != nil { // none if it ended on its loop
+				c.interruptIdle(n - 3)
+			}
 		}
 	}
 	clear(pl.buf)

@@ -24,8 +24,11 @@ var (
 // check validates a frame header from the copier's source against RFC 6455
 // section 5 and the extensions the handshake negotiated, and tracks whether
 // a fragmented message is open.
-func (c *copier) check(h ws.Header) error {
-	s, src := c.s, c.src
+func (c *copier) check(h ws.Header) error { return c.s.checkFrame(c.src, h) }
+
+// checkFrame is check for a frame header from src, which a loop relaying
+// the session calls as the copier would.
+func (s *session) checkFrame(src *peer, h ws.Header) error {
 	switch {
 	case h.OpCode.IsReserved():
 		return errReservedOpcode

@@ -43,7 +43,11 @@ type session struct {
 
 	client, upstream *peer
 
-	copiers [2]*copier // client->upstream, upstream->client
+	// copiers are client->upstream and upstream->client. A session a
+	// loop relays has none until it leaves its lane (makeCopiers, before
+	// s.lane is cleared), and none for good if it ends there: read them
+	// only once s.lane has been seen nil.
+	copiers [2]*copier
 
 	closing  atomic.Bool   // the proxy sent its own close frames: copiers drain
 	finished atomic.Bool   // both connections are being closed
@@ -81,8 +85,9 @@ type endInfo struct {
 }
 
 // newSession makes the session of req, from the client at clientAddr
-// (the address as its String gives it) whose rules see info.
-func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientAddr string, info rules.Session, client, upstream *peer, hs ws.Handshake) *session {
+// (the address as its String gives it) whose rules see info; with its
+// copiers unless a loop relays it.
+func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientAddr string, info rules.Session, client, upstream *peer, hs ws.Handshake, onLoop bool) *session {
 	s := &session{
 		p:     p,
 		id:    id,
@@ -99,15 +104,22 @@ func newSession(p *Proxy, id uint64, req *http.Request, start time.Time, clientA
 	}
 	s.info.Subprotocol = hs.Protocol
 	s.info.Answered = true
-	cs := &[2]copier{ // one allocation
-		{s: s, src: client, dst: upstream},
-		{s: s, src: upstream, dst: client},
+	if !onLoop {
+		s.makeCopiers()
 	}
-	s.copiers = [2]*copier{&cs[0], &cs[1]}
 	s.rsv, s.strict = allowedRSV(hs)
 	s.rules.Store(&s.noRules)
 	s.live.Store(int32(len(s.copiers)))
 	return s
+}
+
+// makeCopiers gives the session its copiers.
+func (s *session) makeCopiers() {
+	cs := &[2]copier{ // one allocation
+		{s: s, src: s.client, dst: s.upstream},
+		{s: s, src: s.upstream, dst: s.client},
+	}
+	s.copiers = [2]*copier{&cs[0], &cs[1]}
 }
 
 // sessionInfo returns what rules match an upgrade request on; client is
@@ -441,7 +453,7 @@ func (s *session) abort() {
 	// and then run to their end.
 	var parked []*copier
 	for _, c := range s.copiers {
-		if s.unpark(c) {
+		if c != nil && s.unpark(c) { // none if it ended on its loop
 			parked = append(parked, c)
 		}
 	}
