@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -335,7 +336,7 @@ func (p *Proxy) dialUpstream(req *http.Request, client net.Conn) (*upstream, err
 	d := ws.Dialer{
 		Protocols:  splitTokens(req.Header.Values("Sec-Websocket-Protocol")),
 		Extensions: exts,
-		Header:     ws.HandshakeHeaderHTTP(forwardHeader(req, client.RemoteAddr().String(), isTLS(client))),
+		Header:     ws.HandshakeHeaderBytes(appendForwardHeader(nil, req, client.RemoteAddr().String(), isTLS(client))),
 		TLSConfig:  p.TLSClientConfig,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := p.dialTracked(ctx, network, addr)
@@ -453,38 +454,54 @@ func readStatusError(status int, r io.Reader) *upstreamStatusError {
 	return e
 }
 
-// forwardHeader returns the headers the upstream request carries besides
-// those gobwas/ws writes itself: every end-to-end header of req, and
-// X-Forwarded-For, -Proto and -Host.
-func forwardHeader(req *http.Request, client string, overTLS bool) http.Header {
-	h := make(http.Header, len(req.Header)+3)
-	for k, vs := range req.Header {
-		if isHopByHop(k) || isHandshakeHeader(k) || connectionListed(req.Header, k) {
-			continue
-		}
-		h[k] = vs
-	}
-	// The three X-Forwarded- values share one array, each key's slice
-	// capped so that an append to one cannot reach the next.
-	vals := make([]string, 0, 3)
-	set := func(k, v string) {
-		vals = append(vals, v)
-		n := len(vals)
-		h[k] = vals[n-1 : n : n]
-	}
+// appendForwardHeader appends, as appendHeader writes header lines, the
+// headers the upstream request carries besides those gobwas/ws writes
+// itself: every end-to-end header of req, and X-Forwarded-For, -Proto and
+// -Host, which replace the request's own (X-Forwarded-For adds client's
+// host to those it names).
+func appendForwardHeader(dst []byte, req *http.Request, client string, overTLS bool) []byte {
+	const xff, xfp, xfh = "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"
+	forwardedFor, hasFor := "", false
 	if host, _, err := net.SplitHostPort(client); err == nil {
-		if prior := req.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			host = strings.Join(prior, ", ") + ", " + host
+		forwardedFor, hasFor = host, true
+		if prior := req.Header.Values(xff); len(prior) > 0 {
+			forwardedFor = strings.Join(prior, ", ") + ", " + host
 		}
-		set("X-Forwarded-For", host)
 	}
 	proto := "http"
 	if overTLS {
 		proto = "https"
 	}
-	set("X-Forwarded-Proto", proto)
-	set("X-Forwarded-Host", req.Host)
-	return h
+	var buf [32]string
+	keys := append(buf[:0], xfp, xfh)
+	if hasFor {
+		keys = append(keys, xff)
+	}
+	for k := range req.Header {
+		switch {
+		case k == xfp, k == xfh, k == xff && hasFor:
+			// Replaced.
+		case isHopByHop(k), isHandshakeHeader(k), connectionListed(req.Header, k):
+		default:
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch {
+		case k == xfp:
+			dst = appendField(dst, k, proto)
+		case k == xfh:
+			dst = appendField(dst, k, req.Host)
+		case k == xff && hasFor:
+			dst = appendField(dst, k, forwardedFor)
+		default:
+			for _, v := range req.Header[k] {
+				dst = appendField(dst, k, v)
+			}
+		}
+	}
+	return dst
 }
 
 // hopByHop are the headers RFC 9110 section 7.6.1 says a proxy must not

@@ -584,8 +584,9 @@ func (c *laneConn) dial() {
 // once is copied, to c.requests, for the next events to write.
 func (c *laneConn) request() {
 	target := joinURL(c.ll.ls.p.Upstream, c.req.URL)
-	fwd := forwardHeader(c.req, c.caddr, false)
-	req := appendUpgradeRequest(c.ll.buf[:0], target, c.nonce[:], c.protos, c.exts, fwd)
+	req := appendUpgradeRequestHead(c.ll.buf[:0], target, c.nonce[:], c.protos, c.exts)
+	req = appendForwardHeader(req, c.req, c.caddr, false)
+	req = append(req, "\r\n"...)
 	n, errno := evloop.Write(c.ufd, req)
 	switch {
 	case errno == syscall.EAGAIN:

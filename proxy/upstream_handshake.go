@@ -34,15 +34,24 @@ func makeNonce(dst []byte, src [16]byte) {
 
 // appendUpgradeRequest appends to dst the request head gobwas/ws's Dialer,
 // with Protocols protocols, Extensions exts and Header
-// ws.HandshakeHeaderHTTP(header), writes for Dial(ctx, target.String()),
-// nonce being its Sec-WebSocket-Key.
+// ws.HandshakeHeaderBytes(header), writes for Dial(ctx, target.String()),
+// nonce being its Sec-WebSocket-Key. header is header lines, each ended
+// by CRLF, as appendHeader writes them.
+func appendUpgradeRequest(dst []byte, target *url.URL, nonce []byte, protocols []string, exts []httphead.Option, header []byte) []byte {
+	dst = appendUpgradeRequestHead(dst, target, nonce, protocols, exts)
+	dst = append(dst, header...)
+	return append(dst, "\r\n"...)
+}
+
+// appendUpgradeRequestHead appends the part of appendUpgradeRequest's
+// head before the header lines of the Dialer's Header.
 //
 // Dial parses target.String() anew; the request line and Host are taken
 // from target directly when that parse gives them back unchanged, and from
 // the parse otherwise (a fragment, a user, an escaped host). target must be
 // a URL that Dial accepts: for one it refuses, when gobwas/ws writes
 // nothing, the request is what target's own fields say.
-func appendUpgradeRequest(dst []byte, target *url.URL, nonce []byte, protocols []string, exts []httphead.Option, header http.Header) []byte {
+func appendUpgradeRequestHead(dst []byte, target *url.URL, nonce []byte, protocols []string, exts []httphead.Option) []byte {
 	dst = append(dst, "GET "...)
 	host := target.Host
 	if plainTarget(target) {
@@ -75,8 +84,7 @@ func appendUpgradeRequest(dst []byte, target *url.URL, nonce []byte, protocols [
 		dst = appendOptions(dst, exts)
 		dst = append(dst, "\r\n"...)
 	}
-	dst = appendHeader(dst, header)
-	return append(dst, "\r\n"...)
+	return dst
 }
 
 // plainTarget reports whether url.ParseRequestURI(u.String()) gives back
@@ -182,30 +190,37 @@ func appendHeader(dst []byte, h http.Header) []byte {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		if !validFieldName(k) {
-			continue
-		}
 		for _, v := range h[k] {
-			dst = append(dst, k...)
-			dst = append(dst, ": "...)
-			i, j := 0, len(v)
-			for i < j && isASCIISpace(v[i]) {
-				i++
-			}
-			for j > i && isASCIISpace(v[j-1]) {
-				j--
-			}
-			for ; i < j; i++ {
-				c := v[i]
-				if c == '\r' || c == '\n' {
-					c = ' '
-				}
-				dst = append(dst, c)
-			}
-			dst = append(dst, "\r\n"...)
+			dst = appendField(dst, k, v)
 		}
 	}
 	return dst
+}
+
+// appendField appends the header line k: v as http.Header.Write writes
+// it: nothing if k is not a token, v with CR and LF turned to spaces and
+// surrounding white space trimmed.
+func appendField(dst []byte, k, v string) []byte {
+	if !validFieldName(k) {
+		return dst
+	}
+	dst = append(dst, k...)
+	dst = append(dst, ": "...)
+	i, j := 0, len(v)
+	for i < j && isASCIISpace(v[i]) {
+		i++
+	}
+	for j > i && isASCIISpace(v[j-1]) {
+		j--
+	}
+	for ; i < j; i++ {
+		c := v[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		dst = append(dst, c)
+	}
+	return append(dst, "\r\n"...)
 }
 
 // validFieldName reports whether k is a token (RFC 9110 section 5.1), as

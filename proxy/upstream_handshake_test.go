@@ -576,13 +576,13 @@ func TestAppendUpgradeRequest(t *testing.T) {
 							t.Fatalf("the Dialer wrote nothing for %q: %v", target.u, err)
 						}
 						nonce := requestKey(want)
-						got := appendUpgradeRequest(nil, target.u, nonce, protocols, exts, header)
+						got := appendUpgradeRequest(nil, target.u, nonce, protocols, exts, appendHeader(nil, header))
 						if !bytes.Equal(got, want) {
 							t.Errorf("appendUpgradeRequest(%q, %q, %v, %q):\ngot %q;\nwant %q", target.u, protocols, exts, header, got, want)
 						}
 						// Appended, not overwritten.
 						prefix := []byte("prefix")
-						if got := appendUpgradeRequest(prefix, target.u, nonce, protocols, exts, header); !bytes.Equal(got[:6], prefix) || !bytes.Equal(got[6:], want) {
+						if got := appendUpgradeRequest(prefix, target.u, nonce, protocols, exts, appendHeader(nil, header)); !bytes.Equal(got[:6], prefix) || !bytes.Equal(got[6:], want) {
 							t.Errorf("appendUpgradeRequest after %q: got %q; want %q", prefix, got, append(prefix, want...))
 						}
 					}
@@ -610,7 +610,7 @@ func TestMakeNonce(t *testing.T) {
 func TestUpgradeHandshakeAllocs(t *testing.T) {
 	target := parsedTarget("ws://127.0.0.1:9001/chat?room=1").u
 	nonce := []byte("dGhlIHNhbXBsZSBub25jZQ==")
-	header := headerOffers()[2]
+	header := appendHeader(nil, headerOffers()[2])
 	dst := make([]byte, 0, 1024)
 	if n := testing.AllocsPerRun(100, func() {
 		dst = appendUpgradeRequest(dst[:0], target, nonce, []string{"chat"}, nil, header)
@@ -631,7 +631,7 @@ func BenchmarkAppendUpgradeRequest(b *testing.B) {
 	target := joinedTarget("ws://127.0.0.1:9001/", "/chat?room=1").u
 	nonce := []byte("dGhlIHNhbXBsZSBub25jZQ==")
 	_, exts := offers(b, "", deflate)
-	header := headerOffers()[2]
+	header := appendHeader(nil, headerOffers()[2])
 	dst := make([]byte, 0, 1024)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -741,7 +741,7 @@ func FuzzAppendUpgradeRequest(f *testing.F) {
 		if len(want) == 0 {
 			t.Skip("the Dialer refuses the URL")
 		}
-		if got := appendUpgradeRequest(nil, target, requestKey(want), ps, exts, header); !bytes.Equal(got, want) {
+		if got := appendUpgradeRequest(nil, target, requestKey(want), ps, exts, appendHeader(nil, header)); !bytes.Equal(got, want) {
 			t.Errorf("appendUpgradeRequest(%q, %q, %q, %q): got %q; want %q", target, ps, extensions, header, got, want)
 		}
 	})
