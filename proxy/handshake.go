@@ -549,6 +549,13 @@ func splitTokens(vs []string) []string {
 // joinURL returns base with the path of r joined to its path and the query
 // of r appended to its query, as httputil's single-host director does.
 func joinURL(base, r *url.URL) *url.URL {
+	u := joinedURL(base, r)
+	return &u
+}
+
+// joinedURL is joinURL's URL as a value, for a caller that keeps it on its
+// stack.
+func joinedURL(base, r *url.URL) url.URL {
 	u := *base
 	u.Path, u.RawPath = joinPath(base, r)
 	switch {
@@ -557,7 +564,7 @@ func joinURL(base, r *url.URL) *url.URL {
 	case r.RawQuery != "":
 		u.RawQuery = base.RawQuery + "&" + r.RawQuery
 	}
-	return &u
+	return u
 }
 
 func joinPath(a, b *url.URL) (path, rawpath string) {

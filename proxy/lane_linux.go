@@ -583,8 +583,8 @@ func (c *laneConn) dial() {
 // is built in the loop's buffer; only what the socket does not take at
 // once is copied, to c.requests, for the next events to write.
 func (c *laneConn) request() {
-	target := joinURL(c.ll.ls.p.Upstream, c.req.URL)
-	req := appendUpgradeRequestHead(c.ll.buf[:0], target, c.nonce[:], c.protos, c.exts)
+	target := joinedURL(c.ll.ls.p.Upstream, c.req.URL)
+	req := appendUpgradeRequestHead(c.ll.buf[:0], &target, c.nonce[:], c.protos, c.exts)
 	req = appendForwardHeader(req, c.req, c.caddr, false)
 	req = append(req, "\r\n"...)
 	n, errno := evloop.Write(c.ufd, req)
