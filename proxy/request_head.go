@@ -56,7 +56,9 @@ func parseHead(head []byte) (*http.Request, bool) {
 		if colon <= 0 || !isToken(line[:colon]) {
 			return nil, false
 		}
-		v := strings.Trim(line[colon+1:], " \t")
+		v := line[colon+1:]
+		vi, vj := trimSpaceTab(v)
+		v = v[vi:vj]
 		if !headerValue(v) {
 			return nil, false
 		}
@@ -167,3 +169,4 @@ func hasToken(v, t string) bool {
 	}
 	return false
 }
+

@@ -480,7 +480,7 @@ func cutLine(b []byte, off int) (line []byte, next int, ok bool) {
 
 // trimSpaceTab returns the bounds of b without leading and trailing spaces
 // and tabs, as gobwas/ws's btrim trims.
-func trimSpaceTab(b []byte) (i, j int) {
+func trimSpaceTab[T string | []byte](b T) (i, j int) {
 	j = len(b)
 	for i < j && (b[i] == ' ' || b[i] == '\t') {
 		i++
