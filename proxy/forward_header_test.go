@@ -13,7 +13,7 @@ import (
 func forwardedMap(req *http.Request, client string, overTLS bool) http.Header {
 	h := http.Header{}
 	for k, vs := range req.Header {
-		if !isHopByHop(k) && !isHandshakeHeader(k) && !connectionListed(req.Header, k) {
+		if !isHopByHop(k) && !handshakeHeaderKey(http.CanonicalHeaderKey(k)) && !connectionListed(req.Header, k) {
 			h[k] = vs
 		}
 	}

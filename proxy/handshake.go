@@ -477,11 +477,13 @@ func appendForwardHeader(dst []byte, req *http.Request, client string, overTLS b
 	if hasFor {
 		keys = append(keys, xff)
 	}
+	conn := req.Header["Connection"]
 	for k := range req.Header {
+		ck := http.CanonicalHeaderKey(k)
 		switch {
 		case k == xfp, k == xfh, k == xff && hasFor:
 			// Replaced.
-		case isHopByHop(k), isHandshakeHeader(k), connectionListed(req.Header, k):
+		case hopByHop[ck], handshakeHeaderKey(ck), slices.ContainsFunc(conn, func(v string) bool { return hasToken(v, k) }):
 		default:
 			keys = append(keys, k)
 		}
@@ -524,9 +526,10 @@ func connectionListed(h http.Header, k string) bool {
 	return headerHasToken(h, "Connection", k)
 }
 
-// isHandshakeHeader names the headers gobwas/ws's Dialer writes itself.
-func isHandshakeHeader(k string) bool {
-	switch http.CanonicalHeaderKey(k) {
+// handshakeHeaderKey names, in their canonical form, the headers
+// gobwas/ws's Dialer writes itself.
+func handshakeHeaderKey(k string) bool {
+	switch k {
 	case "Host", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol",
 		"Sec-Websocket-Extensions", "Sec-Websocket-Accept", "Content-Length":
 		return true

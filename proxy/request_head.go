@@ -169,4 +169,3 @@ func hasToken(v, t string) bool {
 	}
 	return false
 }
-
