@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
@@ -109,3 +112,24 @@ func appendUpgradeAnswer(dst []byte, req *http.Request, answer http.Header) []by
 	dst = appendHeader(dst, answer)
 	return append(dst, "\r\n"...)
 }
+
+// upgraderRefusal returns what ws.HTTPUpgrader{Header: answer}.Upgrade
+// writes to a client whose request req it refuses, as the goroutines'
+// handshake has it write: the upgrader itself writes it, to a buffer.
+func upgraderRefusal(req *http.Request, answer http.Header) []byte {
+	var c bufferConn
+	ws.HTTPUpgrader{Header: answer}.Upgrade(req, &hijacker{conn: &c})
+	return c.b.Bytes()
+}
+
+// bufferConn is the connection upgraderRefusal lends the upgrader: what is
+// written to it is kept, and its deadlines are nothing. The upgrader calls
+// nothing else of it.
+type bufferConn struct {
+	net.Conn
+	b bytes.Buffer
+}
+
+func (c *bufferConn) Write(p []byte) (int, error)      { return c.b.Write(p) }
+func (c *bufferConn) SetDeadline(time.Time) error      { return nil }
+func (c *bufferConn) SetWriteDeadline(time.Time) error { return nil }

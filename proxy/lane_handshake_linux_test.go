@@ -4,6 +4,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -443,5 +444,48 @@ func TestUnreadableUpgradeRefused(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A request the proxy reads as an upgrade but gobwas/ws's upgrader refuses
+// (its Connection list has a quoted string before "Upgrade", where the
+// upgrader's scan stops) is refused after the upstream has upgraded, with
+// the upgrader's answer (which carries the upstream's headers) and an
+// event, on loops as on goroutines; the session never opens.
+func TestUpgraderRefusalReadsAlike(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  rawUpstreamOptions
+		extra http.Header
+	}{
+		{"bad Connection", rawUpstreamOptions{}, http.Header{"Connection": {`"x", Upgrade`}}},
+		{"bad Connection, a subprotocol chosen", rawUpstreamOptions{protocol: "chat"},
+			http.Header{"Connection": {`"x", Upgrade`}, "Sec-Websocket-Protocol": {"chat"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, path := range bothPaths {
+				up := startRawUpstream(t, tc.opts)
+				ev := newEventLog(t)
+				addr, p := startProxy(t, up.URL, path.opt, func(p *proxy.Proxy) { p.Events = ev })
+				conn, br := dialTCP(t, addr)
+				conn.Write(upgradeRequest(t, addr, tc.extra))
+				answer, _ := io.ReadAll(br) // the proxy closes the connection
+				if !bytes.HasPrefix(answer, []byte("HTTP/1.1 400 ")) {
+					t.Errorf("%s: answer: got %q; want a 400", path.name, answer)
+				}
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if e.Refusal != proxy.RefusedClient || !strings.HasPrefix(e.Why, "answer client: ") {
+					t.Errorf("%s: refusal: got %q, %q; want %q, answer client: ...", path.name, e.Refusal, e.Why, proxy.RefusedClient)
+				}
+				if n := len(p.Sessions()); n != 0 {
+					t.Errorf("%s: sessions: got %d; want none", path.name, n)
+				}
+				got = append(got, fmt.Sprintf("%q %d %q %q", answer, e.Status, e.Refusal, e.Why))
+			}
+			if got[0] != got[1] {
+				t.Errorf("refusal: got %s on loops; want %s, as on goroutines", got[1], got[0])
+			}
+		})
 	}
 }

@@ -158,8 +158,15 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		p.emitRefused(c.id, c.caddr, c.req, status, step, why)
 	}
 	// A refused session never ran on the loop: nothing may have it leave.
+	// It was listed, though, and a goroutine that found it there
+	// (Shutdown's close frames, its abort) must find it ended, its peers,
+	// which have no connections, gone.
 	gone := func() {
 		ls.closed = true
+		s.client.gone.Store(true)
+		s.upstream.gone.Store(true)
+		s.finished.Store(true)
+		close(s.done)
 		s.lane.Store(nil)
 	}
 	if !p.addSession(s, nil) {
@@ -173,11 +180,13 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		return nil
 	}
 	// The client's 101 is the one gobwas/ws's HTTPUpgrader writes on
-	// goroutines; a request that upgrader refuses is refused here.
+	// goroutines; a request that upgrader refuses is refused here, with
+	// the answer it writes.
 	if err := upgradeRefusal(c.req); err != nil {
 		p.log.Info("client handshake failed", zap.Uint64("session", c.id), zap.Error(err))
 		gone()
 		p.dropSession(s)
+		evloop.Write(c.fd, upgraderRefusal(c.req, answer))
 		closeBoth()
 		refused(0, RefusedClient, "answer client: "+err.Error())
 		return nil
