@@ -22,6 +22,7 @@ import (
 	"github.com/wschaos/wschaos/config"
 	"github.com/wschaos/wschaos/control"
 	"github.com/wschaos/wschaos/internal/echo"
+	"github.com/wschaos/wschaos/internal/gcfloor"
 	"github.com/wschaos/wschaos/internal/logbuf"
 	"github.com/wschaos/wschaos/proxy"
 )
@@ -210,6 +211,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ln.Close()
 		return err
 	}
+	if os.Getenv("GOGC") == "" {
+		gcfloor.Keep(ctx, heapFloor)
+	}
 	events := control.NewEventLog(1000)
 	p := &proxy.Proxy{
 		Upstream:         target,
@@ -295,6 +299,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log.Info("stopped")
 	return nil
 }
+
+// heapFloor is the heap the collector lets the proxy grow to before it
+// runs, unless GOGC is set (see internal/gcfloor): with the runtime's own
+// 4 MiB a reconnect storm has it collect many times a second, each
+// collection stopping the loops.
+const heapFloor = 16 << 20
 
 // newLogger returns the logger run injects everywhere. w must be safe for
 // concurrent writes.
