@@ -477,13 +477,12 @@ func appendForwardHeader(dst []byte, req *http.Request, client string, overTLS b
 	if hasFor {
 		keys = append(keys, xff)
 	}
-	conn := req.Header["Connection"]
 	for k := range req.Header {
 		ck := http.CanonicalHeaderKey(k)
 		switch {
 		case k == xfp, k == xfh, k == xff && hasFor:
 			// Replaced.
-		case hopByHop[ck], handshakeHeaderKey(ck), slices.ContainsFunc(conn, func(v string) bool { return hasToken(v, k) }):
+		case hopByHop[ck], handshakeHeaderKey(ck), connectionListed(req.Header, k):
 		default:
 			keys = append(keys, k)
 		}
@@ -522,8 +521,15 @@ var hopByHop = map[string]bool{
 
 func isHopByHop(k string) bool { return hopByHop[http.CanonicalHeaderKey(k)] }
 
+// connectionListed reports whether h's Connection field names k: a header
+// that is hop-by-hop for this connection only (RFC 9110 section 7.6.1).
 func connectionListed(h http.Header, k string) bool {
-	return headerHasToken(h, "Connection", k)
+	for _, v := range h["Connection"] { // canonical already: no CanonicalHeaderKey per call
+		if hasToken(v, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // handshakeHeaderKey names, in their canonical form, the headers
