@@ -158,15 +158,11 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 		p.emitRefused(c.id, c.caddr, c.req, status, step, why)
 	}
 	// A refused session never ran on the loop: nothing may have it leave.
-	// It was listed, though, and a goroutine that found it there
-	// (Shutdown's close frames, its abort) must find it ended, its peers,
-	// which have no connections, gone.
+	// It was listed, though: a goroutine that found it there must find it
+	// ended, as abort leaves a session.
 	gone := func() {
 		ls.closed = true
-		s.client.gone.Store(true)
-		s.upstream.gone.Store(true)
-		s.finished.Store(true)
-		close(s.done)
+		ls.endOnLoop()
 		s.lane.Store(nil)
 	}
 	if !p.addSession(s, nil) {
@@ -764,12 +760,7 @@ func (ls *laneSession) abort() {
 	}
 	ls.closed = true
 	s := ls.s
-	// Both connections are gone: whatever a goroutine still does to the
-	// session (Shutdown's close frames) finds nothing to write to.
-	s.client.gone.Store(true)
-	s.upstream.gone.Store(true)
-	s.finished.Store(true)
-	close(s.done)
+	ls.endOnLoop()
 	if ls.timer != nil {
 		ls.timer.Stop()
 	}
@@ -784,6 +775,17 @@ func (ls *laneSession) abort() {
 	s.recordEnd(s.stopTimers())
 	s.lane.Store(nil)
 	ls.release()
+}
+
+// endOnLoop marks the session ended by its loop, whose connections are
+// gone: whatever a goroutine still does to it (Shutdown's close frames,
+// its abort) finds it finished and nothing to write to.
+func (ls *laneSession) endOnLoop() {
+	s := ls.s
+	s.client.gone.Store(true)
+	s.upstream.gone.Store(true)
+	s.finished.Store(true)
+	close(s.done)
 }
 
 // release lets the goroutines waiting for the session to leave go on.
