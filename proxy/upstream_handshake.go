@@ -15,8 +15,9 @@ import (
 
 // The upstream's opening handshake as bytes, for a caller that writes the
 // request and gathers the answer itself instead of calling ws.Dialer.Dial.
-// appendUpgradeRequest writes what the Dialer dialUpstream configures
-// writes, and checkUpgradeAnswer accepts and refuses what it does, with
+// appendUpgradeRequestHead, followed by appendForwardHeader's lines and
+// the empty line, writes what the Dialer dialUpstream configures writes,
+// and checkUpgradeAnswer accepts and refuses what it does, with
 // the same errors, Handshake and client-bound answer headers.
 
 // nonceLen is the length of a Sec-WebSocket-Key: the base64 of 16 bytes.
@@ -32,19 +33,11 @@ func makeNonce(dst []byte, src [16]byte) {
 	base64.StdEncoding.Encode(dst[:nonceLen], src[:])
 }
 
-// appendUpgradeRequest appends to dst the request head gobwas/ws's Dialer,
-// with Protocols protocols, Extensions exts and Header
-// ws.HandshakeHeaderBytes(header), writes for Dial(ctx, target.String()),
-// nonce being its Sec-WebSocket-Key. header is header lines, each ended
-// by CRLF, as appendHeader writes them.
-func appendUpgradeRequest(dst []byte, target *url.URL, nonce []byte, protocols []string, exts []httphead.Option, header []byte) []byte {
-	dst = appendUpgradeRequestHead(dst, target, nonce, protocols, exts)
-	dst = append(dst, header...)
-	return append(dst, "\r\n"...)
-}
-
-// appendUpgradeRequestHead appends the part of appendUpgradeRequest's
-// head before the header lines of the Dialer's Header.
+// appendUpgradeRequestHead appends to dst the request head gobwas/ws's
+// Dialer, with Protocols protocols and Extensions exts, writes for
+// Dial(ctx, target.String()), nonce being its Sec-WebSocket-Key, up to the
+// lines of the Dialer's Header: the caller appends those (as appendHeader
+// writes them) and the empty line.
 //
 // Dial parses target.String() anew; the request line and Host are taken
 // from target directly when that parse gives them back unchanged, and from
@@ -292,7 +285,7 @@ func answerHeadLen(b []byte) int {
 }
 
 // checkUpgradeAnswer checks the head of an upstream's answer to a request
-// appendUpgradeRequest wrote with nonce, protocols and exts, as gobwas/ws's
+// appendUpgradeRequestHead began with nonce, protocols and exts, as gobwas/ws's
 // Dialer checks it, and returns the Handshake the Dialer returns and the
 // headers dialUpstream passes on in the client's 101: every header the
 // Dialer gives OnHeader that is not hop-by-hop, in its canonical form,

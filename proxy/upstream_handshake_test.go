@@ -557,6 +557,16 @@ func headerOffers() []http.Header {
 	}
 }
 
+// appendUpgradeRequest is the whole head the Dialer writes with Header
+// ws.HandshakeHeaderBytes(header), header being header lines as
+// appendHeader writes them: appendUpgradeRequestHead, header and the empty
+// line, as a loop writes them.
+func appendUpgradeRequest(dst []byte, target *url.URL, nonce []byte, protocols []string, exts []httphead.Option, header []byte) []byte {
+	dst = appendUpgradeRequestHead(dst, target, nonce, protocols, exts)
+	dst = append(dst, header...)
+	return append(dst, "\r\n"...)
+}
+
 func TestAppendUpgradeRequest(t *testing.T) {
 	for _, target := range requestTargets {
 		t.Run(target.name, func(t *testing.T) {
