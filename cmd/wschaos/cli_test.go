@@ -386,6 +386,11 @@ func TestCLI(t *testing.T) {
 	})
 
 	t.Run("rules", func(t *testing.T) {
+		t.Cleanup(func() {
+			if t.Failed() { // how the sessions ended tells why no close came
+				t.Logf("proxy log:\n%s", p.r.stderr)
+			}
+		})
 		rulesRow := func(t *testing.T) []string {
 			t.Helper()
 			lines := strings.Split(strings.TrimSuffix(p.mustCLI(t, "rules"), "\n"), "\n")
