@@ -65,3 +65,6 @@ func WithCopiers(p *Proxy) (onLoops, offLoops int) {
 	}
 	return int(on.Load()), offLoops
 }
+
+// DialControl is the default dialer's Control.
+var DialControl = dialControl

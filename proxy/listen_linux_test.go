@@ -18,6 +18,7 @@ import (
 
 	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/wschaos/wschaos/proxy"
 )
@@ -251,4 +252,51 @@ func TestListenDefersAccept(t *testing.T) {
 		}
 		t.Logf("ended by the proxy after %v", time.Since(start).Round(time.Millisecond))
 	})
+}
+
+// TestDialControlAckWithData holds the default dialer's Control to what
+// it is for: a connection dialed with it and written to at once sends two
+// segments (SYN, then the data with the handshake's last ACK), where one
+// dialed without it sends three, counted by the kernel (tcpi_segs_out).
+// A write late enough for the delayed ACK's timer (up to 200 ms) to send
+// the ACK alone is tried again, up to three times.
+func TestDialControlAckWithData(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	segsOut := func(t *testing.T, d *net.Dialer) uint32 {
+		t.Helper()
+		c, err := d.DialContext(testContext(t), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatalf("dial: got %v; want nil", err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("GET")); err != nil {
+			t.Fatalf("write: got %v; want nil", err)
+		}
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info *unix.TCPInfo
+		var ierr error
+		if err := rc.Control(func(fd uintptr) {
+			info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		}); err != nil || ierr != nil {
+			t.Fatalf("TCP_INFO: got %v, %v; want nil", err, ierr)
+		}
+		return info.Segs_out
+	}
+	if got := segsOut(t, &net.Dialer{}); got != 3 {
+		t.Fatalf("a plain dial and a write: got %d segments sent; want 3 (SYN, ACK, data)", got)
+	}
+	var got uint32
+	for range 3 {
+		if got = segsOut(t, &net.Dialer{Control: proxy.DialControl}); got == 2 {
+			return
+		}
+	}
+	t.Errorf("a dial with DialControl and a write at once: got %d segments sent; want 2 (SYN, then the data with the ACK)", got)
 }

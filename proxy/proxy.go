@@ -74,7 +74,9 @@ type Proxy struct {
 
 	// NetDial dials the upstream's TCP connection. Nil means a net.Dialer
 	// without keep-alive: the proxy turns it on once the connection falls
-	// quiet, as for connections from Listen.
+	// quiet, as for connections from Listen. On Linux that dialer clears
+	// TCP_QUICKACK before the connect, so that the handshake's last ACK
+	// goes out with the upgrade request, one segment fewer.
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Logger receives one line when a session opens and one when it ends,
@@ -242,7 +244,7 @@ func (p *Proxy) init(ln net.Listener) error {
 	p.dialing, p.stopDialing = context.WithCancel(context.Background())
 	p.dial = p.NetDial
 	if p.dial == nil {
-		p.dial = (&net.Dialer{KeepAlive: -1}).DialContext
+		p.dial = (&net.Dialer{KeepAlive: -1, Control: dialControl}).DialContext
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()

@@ -119,7 +119,9 @@ func Reset(fd int) syscall.Errno {
 
 // Connect opens a non-blocking TCP socket to ap, with TCP_NODELAY, and
 // starts connecting; the socket turns writable when the connect is over,
-// and SockError then says how it went.
+// and SockError then says how it went. The handshake's last ACK waits for
+// the socket's first write (clearQuickAck), which the caller makes as
+// soon as it is writable.
 func Connect(ap netip.AddrPort) (int, syscall.Errno) {
 	fam := family(ap)
 	fd, _, errno := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(fam),
@@ -128,6 +130,7 @@ func Connect(ap netip.AddrPort) (int, syscall.Errno) {
 		return -1, errno
 	}
 	setNoDelay(int(fd))
+	clearQuickAck(int(fd))
 	var rsa syscall.RawSockaddrAny
 	var l uintptr
 	a := ap.Addr().Unmap()

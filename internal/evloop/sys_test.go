@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // socketPair returns the descriptors of both ends of a loopback TCP
@@ -284,4 +286,63 @@ func TestAcceptNoDelay(t *testing.T) {
 			t.Errorf("NoDelay of a connecting socket: got %v, %v; want true, 0", on, errno)
 		}
 	})
+}
+
+// TestConnectAckWithData holds Connect to sending the handshake's last ACK
+// with the socket's first write: SYN and data, two segments, where a
+// socket connected without clearing TCP_QUICKACK sends three (SYN, ACK,
+// data), counted by the kernel (tcpi_segs_out). A write that comes late
+// enough for the delayed ACK's timer (up to 200 ms) to send the ACK alone
+// is tried again, up to three times.
+func TestConnectAckWithData(t *testing.T) {
+	_, addr := rawListener(t, false)
+	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(addr.(*syscall.SockaddrInet4).Port))
+	plain := func() (int, syscall.Errno) {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, err.(syscall.Errno)
+		}
+		err = syscall.Connect(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(ap.Port())})
+		if err != nil && err != syscall.EINPROGRESS {
+			syscall.Close(fd)
+			return -1, err.(syscall.Errno)
+		}
+		return fd, 0
+	}
+	// segsOut connects with dial, writes as soon as the socket is
+	// writable, and returns the segments it has sent by then.
+	segsOut := func(t *testing.T, dial func() (int, syscall.Errno)) uint32 {
+		t.Helper()
+		fd, errno := dial()
+		if errno != 0 {
+			t.Fatalf("connect: got %v; want 0", errno)
+		}
+		defer syscall.Close(fd)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n, errno := Write(fd, []byte("GET"))
+			if errno == 0 && n == 3 {
+				break
+			}
+			if errno != syscall.EAGAIN || time.Now().After(deadline) {
+				t.Fatalf("write: got %d, %v; want 3, 0", n, errno)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatalf("TCP_INFO: got %v; want nil", err)
+		}
+		return info.Segs_out
+	}
+	if got := segsOut(t, plain); got != 3 {
+		t.Fatalf("a plain connect and a write: got %d segments sent; want 3 (SYN, ACK, data)", got)
+	}
+	var got uint32
+	for range 3 {
+		if got = segsOut(t, func() (int, syscall.Errno) { return Connect(ap) }); got == 2 {
+			return
+		}
+	}
+	t.Errorf("Connect and a write at once: got %d segments sent; want 2 (SYN, then the data with the ACK)", got)
 }
