@@ -103,8 +103,11 @@ func setNoDelay(fd int) syscall.Errno {
 // socket's first data rather than on its own (tcp_rcv_synsent_state_process
 // delays it for a socket in delayed-ACK mode, up to 200 ms if no data
 // comes): one segment fewer per connection, for a caller that writes as
-// soon as the connect is over. The handshake then puts the socket back in
-// quick-ACK mode, so nothing later is delayed.
+// soon as the connect is over. Data written that promptly after the
+// handshake also has Linux treat the connection as interactive from
+// then on (delayed-ACK mode, which any connection enters once it answers
+// promptly what it received): its ACKs ride on the data it sends next,
+// or go alone when the delayed-ACK timer fires.
 func clearQuickAck(fd int) syscall.Errno {
 	zero := int32(0)
 	_, _, errno := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK,
