@@ -314,7 +314,7 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 		return nil, fmt.Errorf("log level: %w", err)
 	}
 	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeTime = (&timeCache{}).encode // zapcore.ISO8601TimeEncoder's form
 	var e zapcore.Encoder
 	if c.Format == "json" {
 		e = zapcore.NewJSONEncoder(enc)
