@@ -5,6 +5,8 @@ package proxy
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/wschaos/wschaos/internal/evloop"
 )
 
 // listenControl sets TCP_DEFER_ACCEPT on a listening socket (tcp(7)): the
@@ -26,11 +28,9 @@ func listenControl() func(network, address string, c syscall.RawConn) error {
 }
 
 // dialControl clears TCP_QUICKACK on an upstream socket before it
-// connects (tcp(7)), as the loops' dial does (evloop.Connect): Linux then
-// sends the handshake's last ACK with the request, which follows at once,
-// rather than on its own. A failure only costs that segment.
+// connects, as the loops' dial does (evloop.Connect): Linux then sends the
+// handshake's last ACK with the request, which follows at once, rather
+// than on its own. A failure only costs that segment.
 func dialControl(_, _ string, c syscall.RawConn) error {
-	return c.Control(func(fd uintptr) {
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 0)
-	})
+	return c.Control(func(fd uintptr) { evloop.ClearQuickAck(int(fd)) })
 }

@@ -67,6 +67,11 @@ func Accept(lfd int) (int, net.Addr, syscall.Errno) { return rawAccept(lfd) }
 // SetNoDelay sets TCP_NODELAY on the socket fd, listening or connected.
 func SetNoDelay(fd int) syscall.Errno { return setNoDelay(fd) }
 
+// ClearQuickAck clears TCP_QUICKACK on the socket fd, before its connect,
+// so that the handshake's last ACK goes with its first write
+// (clearQuickAck). Connect does it for its sockets.
+func ClearQuickAck(fd int) syscall.Errno { return clearQuickAck(fd) }
+
 // NoDelay reports whether the socket fd has TCP_NODELAY.
 func NoDelay(fd int) (bool, syscall.Errno) { return noDelay(fd) }
 
