@@ -104,6 +104,16 @@ func (e *env) close() {
 	}
 }
 
+// harnessPIDs are the processes that share the machine with the proxy
+// under test: this one (the clients, and the reader of wschaos's log) and
+// the echo upstream.
+func (e *env) harnessPIDs() []int {
+	return []int{os.Getpid(), e.echo.c.pid()}
+}
+
+// harnessCPUNote explains the harness CPU figures.
+const harnessCPUNote = "user and system time of the harness's processes: the clients (which also read wschaos's log) and the echo upstream"
+
 // wants reports whether the target or workload name was selected.
 func (e *env) wants(name string) bool {
 	return slices.Contains(split(e.o.targets), name) || slices.Contains(split(e.o.loads), name)

@@ -239,7 +239,7 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	end := from.Add(e.o.latDuration)
 	all := make([][]time.Duration, len(conns))
 	var trips atomic.Int64 // warm-up included, as is in the CPU time
-	cpu := startCPU(inst.pids)
+	cpu, hcpu := startCPU(inst.pids), startCPU(e.harnessPIDs)
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
@@ -277,6 +277,7 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	wg.Wait()
 	window := time.Since(from)
 	cpuPer, cpuOK := cpu.per(int(trips.Load()))
+	hPer, hOK := hcpu.per(int(trips.Load()))
 	closeMany(conns, e.o.dialers)
 	samples := slices.Concat(all...)
 	if len(samples) == 0 {
@@ -296,6 +297,9 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	if cpuOK {
 		rep.add("latency", "proxy CPU per round trip", name, cpuPer,
 			"user and system time of the proxy's processes over every round trip, warm-up included")
+	}
+	if hOK {
+		rep.add("latency", "harness CPU per round trip", name, hPer, harnessCPUNote)
 	}
 }
 
@@ -423,11 +427,12 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	var left atomic.Int64
 	left.Store(int64(e.o.connCount))
 	start := time.Now()
-	cpu := startCPU(inst.pids)
+	cpu, hcpu := startCPU(inst.pids), startCPU(e.harnessPIDs)
 	all := dialers(&left, start.Add(e.o.connDuration), &f)
 	elapsed := time.Since(start)
 	samples := slices.Concat(all...)
 	cpuPer, cpuOK := cpu.per(len(samples))
+	hPer, hOK := hcpu.per(len(samples))
 	if len(samples) == 0 {
 		rep.markAll("connect", name, statusError, "no session opened: "+f.note(int64(e.o.connCount)))
 		return
@@ -443,6 +448,9 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	if cpuOK {
 		rep.add("connect", "proxy CPU per session", name, cpuPer,
 			"user and system time of the proxy's processes, from the first dial to the last close")
+	}
+	if hOK {
+		rep.add("connect", "harness CPU per session", name, hPer, harnessCPUNote)
 	}
 }
 
