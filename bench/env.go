@@ -114,6 +114,9 @@ func (e *env) harnessPIDs() []int {
 // harnessCPUNote explains the harness CPU figures.
 const harnessCPUNote = "user and system time of the harness's processes: the clients (which also read wschaos's log) and the echo upstream"
 
+// cpuQuotientNote explains the quotient of the two CPU figures.
+const cpuQuotientNote = "the two CPU figures above divided: the machine's other work moves both, their quotient much less"
+
 // wants reports whether the target or workload name was selected.
 func (e *env) wants(name string) bool {
 	return slices.Contains(split(e.o.targets), name) || slices.Contains(split(e.o.loads), name)

@@ -301,6 +301,9 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	if hOK {
 		rep.add("latency", "harness CPU per round trip", name, hPer, harnessCPUNote)
 	}
+	if cpuOK && hOK && hPer > 0 {
+		rep.add("latency", "proxy CPU ÷ harness CPU", name, cpuPer/hPer, cpuQuotientNote)
+	}
 }
 
 // throughput echoes large binary messages on a few connections, with a
@@ -451,6 +454,9 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	}
 	if hOK {
 		rep.add("connect", "harness CPU per session", name, hPer, harnessCPUNote)
+	}
+	if cpuOK && hOK && hPer > 0 {
+		rep.add("connect", "proxy CPU ÷ harness CPU", name, cpuPer/hPer, cpuQuotientNote)
 	}
 }
 
