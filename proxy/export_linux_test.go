@@ -3,8 +3,12 @@
 package proxy
 
 import (
+	"net"
 	"slices"
 	"sync/atomic"
+	"syscall"
+
+	"github.com/wschaos/wschaos/internal/evloop"
 )
 
 // SweepDue reports whether one of p's loops has a keep-alive sweep
@@ -68,3 +72,27 @@ func WithCopiers(p *Proxy) (onLoops, offLoops int) {
 
 // DialControl is the default dialer's Control.
 var DialControl = dialControl
+
+// FailAccepts has p's loops fail every accept with EMFILE, as a process
+// out of descriptors sees, while fail returns true, leaving the
+// connection in the listener's backlog. It returns the accepts the loops
+// try from then on, failed or not, and false if p runs no loops (yet).
+func FailAccepts(p *Proxy, fail func() bool) (tried *atomic.Int64, ok bool) {
+	p.mu.Lock()
+	ls := p.lanes
+	p.mu.Unlock()
+	if ls == nil {
+		return nil, false
+	}
+	tried = new(atomic.Int64)
+	ls.onLoops(func(ll *laneLoop) {
+		ll.accept = func(lfd int) (int, net.Addr, syscall.Errno) {
+			tried.Add(1)
+			if fail() {
+				return -1, nil, syscall.EMFILE
+			}
+			return evloop.Accept(lfd)
+		}
+	})
+	return tried, true
+}

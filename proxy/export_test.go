@@ -10,6 +10,9 @@ func HoldPoller(p *Proxy) (resume func()) {
 // ParkedCopiers returns how many copiers are parked with p's poller.
 func ParkedCopiers(p *Proxy) int { return p.poller.parkedCount() }
 
+// RetryAccept reports whether Serve waits out an accept error.
+var RetryAccept = retryAccept
+
 // SplitTokens splits comma-separated header values into their tokens, as
 // the proxy reads Sec-WebSocket-Protocol.
 var SplitTokens = splitTokens

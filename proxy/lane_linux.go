@@ -68,6 +68,10 @@ type laneLoop struct {
 	acc   *laneAcceptor
 	stopd bool // Shutdown: no more accepts
 
+	// accept takes a connection from the listening socket: evloop.Accept
+	// unless a test has set it.
+	accept func(lfd int) (int, net.Addr, syscall.Errno)
+
 	// noDelayInherited is set once a socket the loop accepted had
 	// TCP_NODELAY from the listening socket; noDelayMissed counts those
 	// it found without, up to noDelayChecks (see giveNoDelay).
@@ -81,6 +85,11 @@ const laneReadSize = 64 << 10
 
 // laneEvents is what a loop's sockets are registered for, edge-triggered.
 const laneEvents = uint32(syscall.EPOLLIN|syscall.EPOLLOUT|syscall.EPOLLRDHUP) | 1<<31 // EPOLLET
+
+// listenEvents is what every loop registers the listening socket for:
+// level-triggered, EPOLLEXCLUSIVE so that one loop is woken per
+// connection.
+const listenEvents = syscall.EPOLLIN | 1<<28
 
 // eligibleForLanes reports whether the proxy's settings let plain
 // sessions run on loops, with the upstream's address and the listening
@@ -159,7 +168,7 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 	ls := &lanes{p: p, g: g, q: q, lfd: int(dfd), laddr: ln.Addr(), up: up}
 	for _, l := range g.Loops() {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
-			sess: map[*laneSession]struct{}{}}
+			sess: map[*laneSession]struct{}{}, accept: evloop.Accept}
 		ll.acc = &laneAcceptor{ll: ll}
 		ls.loops = append(ls.loops, ll)
 	}
@@ -175,7 +184,7 @@ func (ls *lanes) startAccepting() error {
 			errs <- nil
 			return
 		}
-		errs <- ll.l.Add(ls.lfd, ll.acc, syscall.EPOLLIN|1<<28) // EPOLLEXCLUSIVE: one loop woken per connection
+		errs <- ll.l.Add(ls.lfd, ll.acc, listenEvents)
 	})
 	close(errs)
 	for err := range errs {
@@ -204,6 +213,10 @@ func (ls *lanes) stopAccepting() {
 	ls.onLoops(func(ll *laneLoop) {
 		ll.stopd = true
 		ll.l.Remove(ls.lfd, ll.acc)
+		if ll.acc.resume != nil {
+			ll.acc.resume.Stop()
+			ll.acc.resume = nil
+		}
 		for c := range ll.hs {
 			if c.req == nil {
 				c.fail()
@@ -236,19 +249,35 @@ func (ls *lanes) closeListener() {
 }
 
 // laneAcceptor is the listening socket's handler on one loop.
-type laneAcceptor struct{ ll *laneLoop }
+type laneAcceptor struct {
+	ll *laneLoop
+	// pause is how long the loop last stopped accepting for want of a
+	// resource (backOff); 0 once an accept has succeeded since.
+	pause time.Duration
+	// resume puts the listening socket back in the loop's set at the end
+	// of a pause; nil while the socket is in the set.
+	resume *evloop.Timer
+}
 
 func (a *laneAcceptor) Stopped() {}
 
 func (a *laneAcceptor) Ready(uint32) {
 	ll := a.ll
 	for range 16 {
-		if ll.stopd {
+		if ll.stopd || a.resume != nil {
 			return
 		}
-		fd, addr, errno := evloop.Accept(ll.ls.lfd)
-		if errno != 0 {
-			return // EAGAIN: none left, or another loop took it
+		fd, addr, errno := ll.accept(ll.ls.lfd)
+		switch errno {
+		case 0:
+			a.pause = 0
+		case syscall.EAGAIN:
+			return // none left, or another loop took it
+		case syscall.ECONNABORTED:
+			continue // that one is gone; the next may be there
+		default:
+			a.backOff(os.NewSyscallError("accept4", errno))
+			return
 		}
 		ll.giveNoDelay(fd)
 		c := &laneConn{ll: ll, fd: fd, addr: addr, start: time.Now()}
@@ -259,6 +288,33 @@ func (a *laneAcceptor) Ready(uint32) {
 			continue
 		}
 		c.timer = ll.l.After(ll.ls.p.handshakeTimeout(), c.timedOut)
+	}
+}
+
+// backOff takes the listening socket out of the loop's set for a pause,
+// after an accept failed for want of a resource: descriptors (EMFILE,
+// ENFILE) or memory (ENOBUFS, ENOMEM). The socket stays readable while
+// connections wait in its backlog, so the loop would otherwise go round at
+// once, failing again, for as long as the shortage lasts. The pause
+// doubles, from minAcceptPause to maxAcceptPause, while accepts keep
+// failing; connections wait in the backlog meanwhile. Each pause is
+// logged.
+func (a *laneAcceptor) backOff(err error) {
+	a.ll.l.Remove(a.ll.ls.lfd, a)
+	a.pause = min(max(2*a.pause, minAcceptPause), maxAcceptPause)
+	a.ll.ls.p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", a.pause))
+	a.resume = a.ll.l.After(a.pause, a.listen)
+}
+
+// listen puts the listening socket back in the loop's set at the end of a
+// pause, or pauses again if it cannot.
+func (a *laneAcceptor) listen() {
+	a.resume = nil
+	if a.ll.stopd {
+		return
+	}
+	if err := a.ll.l.Add(a.ll.ls.lfd, a, listenEvents); err != nil {
+		a.backOff(err)
 	}
 }
 

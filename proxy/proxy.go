@@ -37,6 +37,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -197,9 +198,8 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			if p.isClosing() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if retryAccept(err) {
+				delay = min(max(2*delay, minAcceptPause), maxAcceptPause)
 				p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
 				select {
 				case <-time.After(delay):
@@ -220,6 +220,31 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		}
 		go p.handle(conn)
 	}
+}
+
+// Accepting backs off from minAcceptPause, doubling up to maxAcceptPause,
+// while accepts fail for want of a resource, as net/http's server does.
+const (
+	minAcceptPause = 5 * time.Millisecond
+	maxAcceptPause = time.Second
+)
+
+// retryAccept reports whether an accept error is one to wait out rather
+// than one that ends Serve: a timeout, a shortage of descriptors (EMFILE,
+// ENFILE) or memory (ENOBUFS, ENOMEM), which a reconnect storm can bring
+// about and sessions ending relieve, or a connection aborted before it was
+// taken.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Proxy) init(ln net.Listener) error {
