@@ -34,9 +34,10 @@ func TestLaneAcceptShortage(t *testing.T) {
 		err error
 	}
 	done := make(chan dialed, 1)
-	go func() {
+	ctx := testContext(t)
+	go func() { // goroutine "dialer": ends with its dial, within testTimeout
 		d := gorilla.Dialer{HandshakeTimeout: testTimeout}
-		c, _, err := d.DialContext(testContext(t), addr+"/short", nil)
+		c, _, err := d.DialContext(ctx, addr+"/short", nil)
 		done <- dialed{c, err}
 	}()
 
