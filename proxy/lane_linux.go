@@ -273,8 +273,8 @@ func (a *laneAcceptor) Ready(uint32) {
 			a.pause = 0
 		case syscall.EAGAIN:
 			return // none left, or another loop took it
-		case syscall.ECONNABORTED:
-			continue // that one is gone; the next may be there
+		case syscall.ECONNABORTED, syscall.EINTR:
+			continue // that one is gone, or a signal came; the next may be there
 		default:
 			a.backOff(os.NewSyscallError("accept4", errno))
 			return
@@ -292,8 +292,9 @@ func (a *laneAcceptor) Ready(uint32) {
 }
 
 // backOff takes the listening socket out of the loop's set for a pause,
-// after an accept failed for want of a resource: descriptors (EMFILE,
-// ENFILE) or memory (ENOBUFS, ENOMEM). The socket stays readable while
+// after an accept failed with err: for want of a resource, descriptors
+// (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or anything else that the
+// next accept would meet as well. The socket stays readable while
 // connections wait in its backlog, so the loop would otherwise go round at
 // once, failing again, for as long as the shortage lasts. The pause
 // doubles, from minAcceptPause to maxAcceptPause, while accepts keep
