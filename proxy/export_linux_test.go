@@ -96,3 +96,22 @@ func FailAccepts(p *Proxy, fail func() bool) (tried *atomic.Int64, ok bool) {
 	})
 	return tried, true
 }
+
+// FailHandOffs has p's loops fail every hand-over of a socket to
+// goroutines, closing the socket as evloop.NewConn does when the runtime's
+// netpoller will not take it. It reports false if p runs no loops (yet).
+func FailHandOffs(p *Proxy) bool {
+	p.mu.Lock()
+	ls := p.lanes
+	p.mu.Unlock()
+	if ls == nil {
+		return false
+	}
+	ls.onLoops(func(ll *laneLoop) {
+		ll.newConn = func(fd int, _, _ net.Addr) (*evloop.Conn, error) {
+			syscall.Close(fd)
+			return nil, syscall.ENOSPC // epoll_ctl past max_user_watches
+		}
+	})
+	return true
+}

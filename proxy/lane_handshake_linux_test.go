@@ -489,3 +489,28 @@ func TestUpgraderRefusalReadsAlike(t *testing.T) {
 		})
 	}
 }
+
+// An upstream's answer other than 101 that a loop cannot hand to
+// goroutines to pass on (the runtime's netpoller refused the sockets)
+// still ends its attempt in a refused event: every attempt, which takes a
+// session ordinal, ends in one. Its client gets no answer.
+func TestLaneStatusAnswerHandOffFails(t *testing.T) {
+	up, _ := scriptedUpstream(t, func(c net.Conn, _ *http.Request, done <-chan struct{}) {
+		c.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
+		<-done
+	})
+	ev := newEventLog(t)
+	addr, p := startProxy(t, up, onLoops, func(p *proxy.Proxy) { p.Events = ev })
+	waitUntil(t, "loops started", func() bool { return proxy.FailHandOffs(p) })
+
+	conn, br := dialTCP(t, addr)
+	conn.Write(upgradeRequest(t, addr, nil))
+	if b, err := br.ReadByte(); err == nil {
+		t.Errorf("client: got byte %q; want the connection closed without an answer", b)
+	}
+	e := ev.waitOne(t, proxy.EventRefused, 1)
+	if e.Refusal != proxy.RefusedUpstream || e.Status != 0 || !strings.Contains(e.Why, "upstream answered 503") {
+		t.Errorf("refused event: got %q, status %d, why %q; want %q, status 0, why naming the 503",
+			e.Refusal, e.Status, e.Why, proxy.RefusedUpstream)
+	}
+}

@@ -68,9 +68,11 @@ type laneLoop struct {
 	acc   *laneAcceptor
 	stopd bool // Shutdown: no more accepts
 
-	// accept takes a connection from the listening socket: evloop.Accept
-	// unless a test has set it.
-	accept func(lfd int) (int, net.Addr, syscall.Errno)
+	// accept takes a connection from the listening socket, and newConn
+	// hands a socket to goroutines: evloop.Accept and evloop.NewConn
+	// unless a test has set them.
+	accept  func(lfd int) (int, net.Addr, syscall.Errno)
+	newConn func(fd int, laddr, raddr net.Addr) (*evloop.Conn, error)
 
 	// noDelayInherited is set once a socket the loop accepted had
 	// TCP_NODELAY from the listening socket; noDelayMissed counts those
@@ -168,7 +170,7 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 	ls := &lanes{p: p, g: g, q: q, lfd: int(dfd), laddr: ln.Addr(), up: up}
 	for _, l := range g.Loops() {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
-			sess: map[*laneSession]struct{}{}, accept: evloop.Accept}
+			sess: map[*laneSession]struct{}{}, accept: evloop.Accept, newConn: evloop.NewConn}
 		ll.acc = &laneAcceptor{ll: ll}
 		ls.loops = append(ls.loops, ll)
 	}
@@ -468,7 +470,7 @@ func (c *laneConn) keepHead(head []byte) {
 func (c *laneConn) toGoroutines() {
 	p := c.ll.ls.p
 	c.finishHandshake(false)
-	conn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
+	conn, err := c.ll.newConn(c.fd, c.ll.ls.laddr, c.addr)
 	if err != nil {
 		return // NewConn closed it
 	}
@@ -784,14 +786,24 @@ func (c *laneConn) answered(got []byte, n int, hs ws.Handshake, answer http.Head
 func (c *laneConn) statusAnswer(status int) {
 	p := c.ll.ls.p
 	c.finishHandshake(false)
-	cconn, err := evloop.NewConn(c.fd, c.ll.ls.laddr, c.addr)
+	// An attempt whose sockets cannot be handed over is refused all the
+	// same, its client without an answer: NewConn closed its socket.
+	handOffFailed := func(err error) {
+		why := fmt.Errorf("upstream answered %d; passing it on failed: %w", status, err)
+		p.log.Warn("upstream refused the session", zap.Uint64("session", c.id), zap.Stringer("client", c.addr),
+			zap.String("path", c.req.URL.Path), zap.Error(why))
+		p.emitRefused(c.id, c.addr.String(), c.req, 0, RefusedUpstream, why.Error())
+	}
+	cconn, err := c.ll.newConn(c.fd, c.ll.ls.laddr, c.addr)
 	if err != nil {
 		evloop.Close(c.ufd)
+		handOffFailed(err)
 		return
 	}
-	uconn, err := evloop.NewConn(c.ufd, nil, net.TCPAddrFromAddrPort(c.ll.ls.up))
+	uconn, err := c.ll.newConn(c.ufd, nil, net.TCPAddrFromAddrPort(c.ll.ls.up))
 	if err != nil {
 		cconn.Close()
+		handOffFailed(err)
 		return
 	}
 	req, id, head, addr, deadline := c.req, c.id, c.uhead, c.addr, c.deadline
@@ -849,8 +861,8 @@ func (c *laneConn) openOnGoroutines(s *session, ls *laneSession, answer, upendin
 	ll.l.Remove(c.ufd, c.dialer)
 	ls.closed = true
 	ulocal := evloop.LocalAddr(c.ufd)
-	cconn, cerr := evloop.NewConn(c.fd, ll.ls.laddr, c.addr)
-	uconn, uerr := evloop.NewConn(c.ufd, ulocal, net.TCPAddrFromAddrPort(ll.ls.up))
+	cconn, cerr := ll.newConn(c.fd, ll.ls.laddr, c.addr)
+	uconn, uerr := ll.newConn(c.ufd, ulocal, net.TCPAddrFromAddrPort(ll.ls.up))
 	refused := func(err error) {
 		s.lane.Store(nil)
 		p.dropSession(s)

@@ -821,7 +821,7 @@ func (ls *laneSession) leave() {
 		if i == 1 {
 			laddr = evloop.LocalAddr(fd)
 		}
-		conn, err := evloop.NewConn(fd, laddr, addrs[i])
+		conn, err := ll.newConn(fd, laddr, addrs[i])
 		if err != nil {
 			ls.fds[i] = -1 // NewConn closed it
 			continue
