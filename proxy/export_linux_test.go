@@ -11,12 +11,17 @@ import (
 	"github.com/wschaos/wschaos/internal/evloop"
 )
 
+// lanesOf returns p's loops, nil if it runs none (yet).
+func lanesOf(p *Proxy) *lanes {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lanes
+}
+
 // SweepDue reports whether one of p's loops has a keep-alive sweep
 // scheduled.
 func SweepDue(p *Proxy) bool {
-	p.mu.Lock()
-	ls := p.lanes
-	p.mu.Unlock()
+	ls := lanesOf(p)
 	if ls == nil {
 		return false
 	}
@@ -35,9 +40,7 @@ var HeaderAt = headerAt
 // NoDelayOnLoops returns, for each of p's loops, whether it has found the
 // sockets it accepts taking TCP_NODELAY from the listening socket.
 func NoDelayOnLoops(p *Proxy) []bool {
-	p.mu.Lock()
-	ls := p.lanes
-	p.mu.Unlock()
+	ls := lanesOf(p)
 	if ls == nil {
 		return nil
 	}
@@ -49,9 +52,7 @@ func NoDelayOnLoops(p *Proxy) []bool {
 // WithCopiers returns how many of p's sessions have their copiers: those
 // on loops looked at on their loops, the others once off them.
 func WithCopiers(p *Proxy) (onLoops, offLoops int) {
-	p.mu.Lock()
-	ls := p.lanes
-	p.mu.Unlock()
+	ls := lanesOf(p)
 	var on atomic.Int64
 	if ls != nil {
 		ls.onLoops(func(ll *laneLoop) {
@@ -78,9 +79,7 @@ var DialControl = dialControl
 // connection in the listener's backlog. It returns the accepts the loops
 // try from then on, failed or not, and false if p runs no loops (yet).
 func FailAccepts(p *Proxy, fail func() bool) (tried *atomic.Int64, ok bool) {
-	p.mu.Lock()
-	ls := p.lanes
-	p.mu.Unlock()
+	ls := lanesOf(p)
 	if ls == nil {
 		return nil, false
 	}
@@ -101,9 +100,7 @@ func FailAccepts(p *Proxy, fail func() bool) (tried *atomic.Int64, ok bool) {
 // goroutines, closing the socket as evloop.NewConn does when the runtime's
 // netpoller will not take it. It reports false if p runs no loops (yet).
 func FailHandOffs(p *Proxy) bool {
-	p.mu.Lock()
-	ls := p.lanes
-	p.mu.Unlock()
+	ls := lanesOf(p)
 	if ls == nil {
 		return false
 	}
