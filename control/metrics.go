@@ -94,10 +94,12 @@ var (
 	descFrames   = prometheus.NewDesc("wschaos_frames_total", "Frames relayed, by the side that sent them.", []string{"direction"}, nil)
 	descMessages = prometheus.NewDesc("wschaos_messages_total", "Whole data messages relayed, by the side that sent them.", []string{"direction"}, nil)
 	descBytes    = prometheus.NewDesc("wschaos_bytes_total", "Payload bytes relayed, by the side that sent them.", []string{"direction"}, nil)
+	descPauses   = prometheus.NewDesc("wschaos_accept_pauses_total",
+		"Pauses in accepting connections after an accept failed for want of file descriptors or memory.", nil, nil)
 )
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descTotal, descFrames, descMessages, descBytes} {
+	for _, d := range []*prometheus.Desc{descActive, descTotal, descFrames, descMessages, descBytes, descPauses} {
 		ch <- d
 	}
 }
@@ -106,6 +108,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
 	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(st.Active))
 	ch <- prometheus.MustNewConstMetric(descTotal, prometheus.CounterValue, float64(st.Total))
+	ch <- prometheus.MustNewConstMetric(descPauses, prometheus.CounterValue, float64(st.AcceptPauses))
 	for _, d := range []struct {
 		name string
 		t    proxy.Traffic

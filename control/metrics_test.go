@@ -172,6 +172,7 @@ func TestMetricsEvents(t *testing.T) {
 			Active: 2, Total: 7,
 			Client2Upstream: proxy.Traffic{Frames: 11, Messages: 10, Bytes: 1000},
 			Upstream2Client: proxy.Traffic{Frames: 21, Messages: 20, Bytes: 2000},
+			AcceptPauses:    3,
 		}
 	})
 	for _, e := range []proxy.Event{
@@ -198,6 +199,7 @@ func TestMetricsEvents(t *testing.T) {
 	checkSeries(t, fams, map[string]float64{
 		`wschaos_sessions_active`:                                        2,
 		`wschaos_sessions_total`:                                         7,
+		`wschaos_accept_pauses_total`:                                    3,
 		`wschaos_frames_total{direction="client"}`:                       11,
 		`wschaos_frames_total{direction="upstream"}`:                     21,
 		`wschaos_messages_total{direction="client"}`:                     10,

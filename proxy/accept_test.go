@@ -73,7 +73,7 @@ func TestAcceptShortage(t *testing.T) {
 	ln.left.Store(3)
 	// startProxyOn checks, when the test ends, that Serve returned only
 	// then, with ErrServerClosed.
-	addr, _ := startProxyOn(t, ln, startGorillaEcho(t), func(p *proxy.Proxy) { p.Logger = logger })
+	addr, p := startProxyOn(t, ln, startGorillaEcho(t), func(p *proxy.Proxy) { p.Logger = logger })
 
 	c, _ := dialGorilla(t, addr+"/short", nil)
 	defer c.Close()
@@ -92,5 +92,8 @@ func TestAcceptShortage(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("pause %d: got %v; want %v", i, got[i], want[i])
 		}
+	}
+	if n := p.Stats().AcceptPauses; n != uint64(len(want)) {
+		t.Errorf("Stats().AcceptPauses: got %d; want %d", n, len(want))
 	}
 }

@@ -74,6 +74,9 @@ type Stats struct {
 	Total           uint64 // sessions opened
 	Client2Upstream Traffic
 	Upstream2Client Traffic
+	// AcceptPauses counts the pauses in accepting connections after an
+	// accept failed for want of file descriptors or memory (see Serve).
+	AcceptPauses uint64
 }
 
 func (s *session) snapshot() SessionInfo {
@@ -238,7 +241,7 @@ func (p *Proxy) EnableRule(name string, on bool) error {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	st := Stats{Active: len(p.sessions), Total: p.totals.sessions,
-		Client2Upstream: p.totals.c2u, Upstream2Client: p.totals.u2c}
+		Client2Upstream: p.totals.c2u, Upstream2Client: p.totals.u2c, AcceptPauses: p.acceptPauses.Load()}
 	open := make([]*session, 0, len(p.sessions))
 	for s := range p.sessions {
 		open = append(open, s)

@@ -69,4 +69,10 @@ func TestLaneAcceptShortage(t *testing.T) {
 	}
 	defer got.c.Close()
 	echoOnce(t, got.c, "after the shortage")
+
+	// The accept that took this client came after every failed one, each
+	// counted and logged before the next accept.
+	if n, logged := p.Stats().AcceptPauses, len(logs.FilterMessage("accept failed; retrying").All()); n != uint64(logged) {
+		t.Errorf("Stats().AcceptPauses: got %d; want %d, one a pause logged", n, logged)
+	}
 }

@@ -305,6 +305,7 @@ func (a *laneAcceptor) Ready(uint32) {
 func (a *laneAcceptor) backOff(err error) {
 	a.ll.l.Remove(a.ll.ls.lfd, a)
 	a.pause = min(max(2*a.pause, minAcceptPause), maxAcceptPause)
+	a.ll.ls.p.acceptPauses.Add(1)
 	a.ll.ls.p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", a.pause))
 	a.resume = a.ll.l.After(a.pause, a.listen)
 }

@@ -137,6 +137,7 @@ type Proxy struct {
 	// httpTransport carries plain HTTP requests to the upstream's origin.
 	httpTransport *http.Transport
 	nextID        atomic.Uint64 // upgrade attempts: the rules' session ordinal
+	acceptPauses  atomic.Uint64 // Stats.AcceptPauses
 	accepted      atomic.Uint64 // TLS handshakes: the ordinal of tls_fail rules
 	engine        *engine
 	lanes         *lanes        // nil: no loops
@@ -200,6 +201,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			}
 			if retryAccept(err) {
 				delay = min(max(2*delay, minAcceptPause), maxAcceptPause)
+				p.acceptPauses.Add(1)
 				p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
 				select {
 				case <-time.After(delay):
