@@ -266,7 +266,7 @@ func (a *laneAcceptor) Stopped() {}
 func (a *laneAcceptor) Ready(uint32) {
 	ll := a.ll
 	for range 16 {
-		if ll.stopd || a.resume != nil {
+		if ll.stopd {
 			return
 		}
 		fd, addr, errno := ll.accept(ll.ls.lfd)
@@ -300,13 +300,12 @@ func (a *laneAcceptor) Ready(uint32) {
 // connections wait in its backlog, so the loop would otherwise go round at
 // once, failing again, for as long as the shortage lasts. The pause
 // doubles, from minAcceptPause to maxAcceptPause, while accepts keep
-// failing; connections wait in the backlog meanwhile. Each pause is
-// logged.
+// failing (acceptPause, as Serve pauses); connections wait in the backlog
+// meanwhile. A paused loop is not called for the socket: it is out of the
+// set.
 func (a *laneAcceptor) backOff(err error) {
 	a.ll.l.Remove(a.ll.ls.lfd, a)
-	a.pause = min(max(2*a.pause, minAcceptPause), maxAcceptPause)
-	a.ll.ls.p.acceptPauses.Add(1)
-	a.ll.ls.p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", a.pause))
+	a.pause = a.ll.ls.p.acceptPause(a.pause, err)
 	a.resume = a.ll.l.After(a.pause, a.listen)
 }
 

@@ -200,9 +200,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 				return ErrServerClosed
 			}
 			if retryAccept(err) {
-				delay = min(max(2*delay, minAcceptPause), maxAcceptPause)
-				p.acceptPauses.Add(1)
-				p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+				delay = p.acceptPause(delay, err)
 				select {
 				case <-time.After(delay):
 				case <-p.base.Done():
@@ -230,6 +228,18 @@ const (
 	minAcceptPause = 5 * time.Millisecond
 	maxAcceptPause = time.Second
 )
+
+// acceptPause returns how long accepting pauses after an accept failed
+// with err, the pause before it having been last (0: none since an accept
+// succeeded): twice as long, from minAcceptPause to maxAcceptPause. It
+// counts the pause (Stats.AcceptPauses) and logs it. Serve and the loops'
+// acceptors pause alike.
+func (p *Proxy) acceptPause(last time.Duration, err error) time.Duration {
+	d := min(max(2*last, minAcceptPause), maxAcceptPause)
+	p.acceptPauses.Add(1)
+	p.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", d))
+	return d
+}
 
 // retryAccept reports whether an accept error is one to wait out rather
 // than one that ends Serve: a timeout, a shortage of descriptors (EMFILE,
