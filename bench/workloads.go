@@ -276,8 +276,7 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	}
 	wg.Wait()
 	window := time.Since(from)
-	cpuPer, cpuOK := cpu.per(int(trips.Load()))
-	hPer, hOK := hcpu.per(int(trips.Load()))
+	cpuFigures := measureCPU(cpu, hcpu, int(trips.Load()))
 	closeMany(conns, e.o.dialers)
 	samples := slices.Concat(all...)
 	if len(samples) == 0 {
@@ -294,16 +293,8 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 	rep.add("latency", "p99 round trip", name, us(percentile(samples, 0.99)), "")
 	rep.add("latency", "p99.9 round trip", name, us(percentile(samples, 0.999)), "")
 	rep.add("latency", "round trips/s", name, float64(len(samples))/window.Seconds(), "")
-	if cpuOK {
-		rep.add("latency", "proxy CPU per round trip", name, cpuPer,
-			"user and system time of the proxy's processes over every round trip, warm-up included")
-	}
-	if hOK {
-		rep.add("latency", "harness CPU per round trip", name, hPer, harnessCPUNote)
-	}
-	if cpuOK && hOK && hPer > 0 {
-		rep.add("latency", "proxy CPU ÷ harness CPU", name, cpuPer/hPer, cpuQuotientNote)
-	}
+	cpuFigures.add(rep, "latency", "round trip", name,
+		"user and system time of the proxy's processes over every round trip, warm-up included")
 }
 
 // throughput echoes large binary messages on a few connections, with a
@@ -434,8 +425,7 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	all := dialers(&left, start.Add(e.o.connDuration), &f)
 	elapsed := time.Since(start)
 	samples := slices.Concat(all...)
-	cpuPer, cpuOK := cpu.per(len(samples))
-	hPer, hOK := hcpu.per(len(samples))
+	cpuFigures := measureCPU(cpu, hcpu, len(samples))
 	if len(samples) == 0 {
 		rep.markAll("connect", name, statusError, "no session opened: "+f.note(int64(e.o.connCount)))
 		return
@@ -448,15 +438,36 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	rep.add("connect", "new sessions/s", name, float64(len(samples))/elapsed.Seconds(), note)
 	rep.add("connect", "p50 connect to first echo", name, ms(percentile(samples, 0.50)), "")
 	rep.add("connect", "p99 connect to first echo", name, ms(percentile(samples, 0.99)), "")
-	if cpuOK {
-		rep.add("connect", "proxy CPU per session", name, cpuPer,
-			"user and system time of the proxy's processes, from the first dial to the last close")
+	cpuFigures.add(rep, "connect", "session", name,
+		"user and system time of the proxy's processes, from the first dial to the last close")
+}
+
+// cpuFigures are the proxy's and the harness's CPU time per round trip or
+// session, each with whether it could be measured.
+type cpuFigures struct {
+	proxy, harness     float64
+	proxyOK, harnessOK bool
+}
+
+// measureCPU reads both meters, per n round trips or sessions.
+func measureCPU(proxy, harness *cpuMeter, n int) cpuFigures {
+	var f cpuFigures
+	f.proxy, f.proxyOK = proxy.per(n)
+	f.harness, f.harnessOK = harness.per(n)
+	return f
+}
+
+// add reports the figures measured, per unit ("round trip", "session"),
+// and their quotient when both were.
+func (f cpuFigures) add(rep *report, workload, unit, target, proxyNote string) {
+	if f.proxyOK {
+		rep.add(workload, "proxy CPU per "+unit, target, f.proxy, proxyNote)
 	}
-	if hOK {
-		rep.add("connect", "harness CPU per session", name, hPer, harnessCPUNote)
+	if f.harnessOK {
+		rep.add(workload, "harness CPU per "+unit, target, f.harness, harnessCPUNote)
 	}
-	if cpuOK && hOK && hPer > 0 {
-		rep.add("connect", "proxy CPU ÷ harness CPU", name, cpuPer/hPer, cpuQuotientNote)
+	if f.proxyOK && f.harnessOK && f.harness > 0 {
+		rep.add(workload, "proxy CPU ÷ harness CPU", target, f.proxy/f.harness, cpuQuotientNote)
 	}
 }
 
