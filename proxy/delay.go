@@ -152,15 +152,18 @@ func (d *delayer) run() {
 		if f.close != nil {
 			err = d.c.deliverClose(f.h, f.p, *f.close)
 		} else {
+			// Counting rules count a delayed message when it is
+			// delivered.
+			var claimed []*sessionRule
+			if !f.h.OpCode.IsControl() && s.isCounting(d.c.src.side) {
+				claimed = s.claimCounted(d.c.src.side, f.h)
+			}
 			err = d.c.writeWhole(f.h, f.p)
+			s.fireCounted(claimed)
 		}
 		if err != nil {
 			s.arm(closeGrace)
 			return
-		}
-		// Counting rules count a delayed message when it is delivered.
-		if f.close == nil && !f.h.OpCode.IsControl() && s.isCounting(d.c.src.side) {
-			s.counted(d.c.src.side, f.h)
 		}
 	}
 }

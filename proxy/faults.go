@@ -188,35 +188,53 @@ func (s *session) fireConnect() {
 	}
 }
 
-// counted feeds a relayed data frame from src to the counting rules, and
-// fires those whose count it completes (after_messages counts whole
-// messages, after_bytes payload bytes).
-func (s *session) counted(src side, h ws.Header) {
+// claimCounted counts a data frame from src for the counting rules
+// (after_messages counts whole messages, after_bytes payload bytes) before
+// it is relayed, and claims the firing of those whose count it completes;
+// the caller relays the frame and then fires them with fireCounted. An
+// action that ends the session claims its end here, before the frame goes
+// on, so that what the other side sends from then on, its answer to this
+// very frame first of all, is drained and not relayed to a peer the fault
+// is about to close or reset. (Relayed, an answer would reach the client
+// just ahead of the RST, and a client that reads both in one wake-up, as
+// node's does, reports a clean end instead of the reset.)
+func (s *session) claimCounted(src side, h ws.Header) []*sessionRule {
 	dir := sideDir(src)
+	var claimed []*sessionRule
 	for _, sr := range *s.rules.Load() {
 		lr := sr.lr
 		if !sr.hit || lr.Direction&dir == 0 {
 			continue
 		}
+		completes := false
 		switch lr.Trigger {
 		case rules.AfterMessages:
-			if h.Fin && sr.count.Add(1) == lr.Count {
-				s.fire(sr, nil)
-			}
+			completes = h.Fin && sr.count.Add(1) == lr.Count
 		case rules.AfterBytes:
 			if h.Length == 0 {
 				continue
 			}
-			if n := sr.count.Add(h.Length); n >= lr.Count && n-h.Length < lr.Count {
-				s.fire(sr, nil)
-			}
+			n := sr.count.Add(h.Length)
+			completes = n >= lr.Count && n-h.Length < lr.Count
 		}
+		if completes && s.claim(sr) {
+			claimed = append(claimed, sr)
+		}
+	}
+	return claimed
+}
+
+// fireCounted fires the rules claimCounted claimed, once their frame has
+// been relayed (or could not be: the session is ending either way).
+func (s *session) fireCounted(claimed []*sessionRule) {
+	for _, sr := range claimed {
+		s.fireClaimed(sr, nil)
 	}
 }
 
 // countFires reports whether the data frame h from src completes the count
 // of a rule in list (a loop's read of s.rules): a loop, which cannot fire
-// rules, leaves h to the copiers, which count it with counted and fire.
+// rules, leaves h to the copiers, which count it with claimCounted and fire.
 func countFires(list []*sessionRule, src side, h ws.Header) bool {
 	dir := sideDir(src)
 	for _, sr := range list {
@@ -271,13 +289,25 @@ func sideDir(s side) rules.Direction {
 // reports whether the action was taken. w is the wave the firing is part
 // of, or nil.
 func (s *session) fire(sr *sessionRule, w *wave) bool {
-	s.offLane()
-	if !s.claimFiring(sr) {
+	if !s.claim(sr) {
 		return false
 	}
+	s.fireClaimed(sr, w)
+	return true
+}
+
+// claim takes the session off its loop and decides whether sr fires now,
+// as fire says; if so, the caller must fire it with fireClaimed.
+func (s *session) claim(sr *sessionRule) bool {
+	s.offLane()
+	return s.claimFiring(sr)
+}
+
+// fireClaimed logs and records the firing of sr, which claim claimed, and
+// performs its action, as part of wave w or (nil) on its own.
+func (s *session) fireClaimed(sr *sessionRule, w *wave) {
 	s.noteFiring(sr, w)
 	s.act(&sr.lr.Action, sr.lr.Direction, sr, "rule "+sr.lr.Name, w)
-	return true
 }
 
 // claimFiring decides whether sr fires now, as fire says, and if so counts
@@ -456,7 +486,7 @@ func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
 }
 
 // isCounting reports whether counting rules (after_messages, after_bytes)
-// watch the frames from src: whether they must be fed to counted.
+// watch the frames from src: whether they must be fed to claimCounted.
 func (s *session) isCounting(src side) bool {
 	return s.counting.Load()&uint32(sideDir(src)) != 0
 }

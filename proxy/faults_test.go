@@ -188,6 +188,79 @@ func TestResetAndDropActions(t *testing.T) {
 	}
 }
 
+// TestCountedFaultDrainsTheAnswer: a counting rule that ends the session
+// claims the end before the message that fires it goes on, so that what
+// the upstream sends from then on, its answer to that message first of
+// all, is drained and not relayed to the client ahead of the fault.
+// Relayed, an answer would reach a client just before the RST, and node's
+// ws then reports a clean end. The message here is larger than the socket
+// buffers and the upstream reads it only after answering, so the proxy is
+// still writing it when the answer comes.
+func TestCountedFaultDrainsTheAnswer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		spec    rules.Spec
+		trigger string
+		inspect bool // an on_message rule has the copier hold each message
+	}{
+		{"after_messages reset", afterFirstClientMessage("ends", "reset"), "after_messages", false},
+		{"after_messages drop", afterFirstClientMessage("ends", "drop"), "after_messages", false},
+		{"after_messages close", rules.Spec{Name: "ends", AfterMessages: ptr[int64](1), Direction: "client", Action: "close", Code: int64(4000)}, "after_messages", false},
+		{"after_bytes reset", rules.Spec{Name: "ends", AfterBytes: int64(3), Direction: "client", Action: "reset"}, "after_bytes", false},
+		{"after_messages reset, message inspected", afterFirstClientMessage("ends", "reset"), "after_messages", true},
+	}
+	big := bytes.Repeat([]byte("x"), 16<<20)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			specs := []rules.Spec{tt.spec}
+			if tt.inspect {
+				specs = append(specs, rules.Spec{Name: "inspect", OnMessage: ptr("never sent"), Direction: "client", Action: "reset"})
+			}
+			client, upstream, _, ev, id := rulePair(t, specs)
+			sent := make(chan error, 1)
+			go func() { // goroutine "client writer": ends with the write
+				client.SetWriteDeadline(time.Now().Add(testTimeout))
+				_, err := client.Write(client.frame(true, ws.OpText, big))
+				sent <- err
+			}()
+			upstream.SetReadDeadline(time.Now().Add(testTimeout))
+			if _, err := upstream.br.Peek(2); err != nil {
+				t.Fatalf("upstream: got %v; want the message's first bytes", err)
+			}
+			upstream.writeFrame(t, true, ws.OpText, []byte("answer"))
+			if f, err := client.tryReadFrame(silenceWindow); err == nil {
+				t.Errorf("client, while the message goes on: got frame %v %q; want nothing", f.Header.OpCode, f.Payload)
+			}
+			if f := upstream.readFrame(t); len(f.Payload) != len(big) {
+				t.Errorf("upstream: got a message of %d bytes; want %d", len(f.Payload), len(big))
+			}
+			if err := <-sent; err != nil {
+				t.Fatalf("client write: got %v; want nil", err)
+			}
+
+			switch tt.spec.Action {
+			case "reset":
+				if err := client.expectEnd(t); !isResetErr(err) {
+					t.Errorf("client read: got %v; want a connection reset", err)
+				}
+			case "drop":
+				f, err := client.tryReadFrame(testTimeout)
+				if err != io.EOF {
+					t.Errorf("client read: got frame %v %q, error %v; want EOF", f.Header.OpCode, f.Payload, err)
+				}
+			case "close":
+				if _, code, _ := client.readCloseFrame(t); code != 4000 {
+					t.Errorf("client close: got %d; want 4000", code)
+				}
+			}
+			checkFault(t, ev, id, proxy.Event{Rule: "ends", Trigger: tt.trigger, Action: tt.spec.Action, By: "rule",
+				Code: map[string]int{"close": 4000}[tt.spec.Action]})
+		})
+	}
+}
+
 // silenceWindow is how long a test waits to see that nothing is relayed.
 const silenceWindow = 300 * time.Millisecond
 

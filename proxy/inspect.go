@@ -38,20 +38,19 @@ func (c *copier) hold(h ws.Header) error {
 	in.holding = true
 	if int64(len(in.text))+h.Length > c.s.p.maxInspect() {
 		in.holding = false
-		held := int64(len(in.text))
-		if err := c.release(); err != nil {
-			return err
-		}
-		if err := c.relayFrame(h); err != nil {
-			return err
-		}
+		var claimed []*sessionRule
 		if c.s.isCounting(c.src.side) {
-			if held > 0 {
-				c.s.counted(c.src.side, ws.Header{OpCode: ws.OpContinuation, Length: held})
+			if held := int64(len(in.text)); held > 0 {
+				claimed = c.s.claimCounted(c.src.side, ws.Header{OpCode: ws.OpContinuation, Length: held})
 			}
-			c.s.counted(c.src.side, h)
+			claimed = append(claimed, c.s.claimCounted(c.src.side, h)...)
 		}
-		return nil
+		err := c.release()
+		if err == nil {
+			err = c.relayFrame(h)
+		}
+		c.s.fireCounted(claimed)
+		return err
 	}
 	ws.WriteHeaderBuffer(&in.raw, h, c.hdr[:])
 	start := len(in.text)
@@ -78,14 +77,13 @@ func (c *copier) hold(h ws.Header) error {
 			return nil // the matching message is not delivered
 		}
 	}
-	n := int64(len(in.text))
-	if err := c.release(); err != nil {
-		return err
-	}
+	var claimed []*sessionRule
 	if c.s.isCounting(c.src.side) {
-		c.s.counted(c.src.side, ws.Header{Fin: true, OpCode: h.OpCode, Length: n})
+		claimed = c.s.claimCounted(c.src.side, ws.Header{Fin: true, OpCode: h.OpCode, Length: int64(len(in.text))})
 	}
-	return nil
+	err := c.release()
+	c.s.fireCounted(claimed)
+	return err
 }
 
 // release writes the held frames to dst as they came.

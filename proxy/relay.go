@@ -228,11 +228,14 @@ func (c *copier) loop() error {
 			}
 			continue
 		}
-		if err := c.relayFrame(h); err != nil {
-			return err
-		}
+		var claimed []*sessionRule
 		if !h.OpCode.IsControl() && s.isCounting(src.side) {
-			s.counted(src.side, h)
+			claimed = s.claimCounted(src.side, h)
+		}
+		err = c.relayFrame(h)
+		s.fireCounted(claimed)
+		if err != nil {
+			return err
 		}
 	}
 }
