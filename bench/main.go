@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures wschaos against a direct connection, nginx and
 // toxiproxy on loopback: round-trip latency, throughput, memory per idle
 // session, connect rate, and how precisely wschaos's timed faults fire.
