@@ -32,6 +32,7 @@ const (
 	RefusedUnreachable = "unreachable" // the upstream could not be dialed
 	RefusedTimeout     = "timeout"     // the upstream did not answer in time
 	RefusedClient      = "client"      // the client's 101 could not be written
+	RefusedProxy       = "proxy"       // the proxy could not take the connection on (a resource ran out): no answer
 )
 
 // Event is one thing that happened to a connection attempt or session. It

@@ -40,7 +40,7 @@ func (p *Proxy) handle(conn net.Conn) {
 		if errors.Is(err, errHeadTooLarge) {
 			writeStatus(conn, http.StatusRequestHeaderFieldsTooLarge, "request head larger than 16 KiB")
 			if b, _ := br.Peek(br.Buffered()); headWantsWebSocket(b) {
-				p.refuseUnread(conn, requestLine(b), http.StatusRequestHeaderFieldsTooLarge, err)
+				p.refuseUnread(conn.RemoteAddr(), requestLine(b), http.StatusRequestHeaderFieldsTooLarge, RefusedBadRequest, err)
 			}
 		}
 		p.log.Debug("request head not read", zap.Stringer("client", conn.RemoteAddr()), zap.Error(err))
@@ -67,7 +67,7 @@ func (p *Proxy) handle(conn net.Conn) {
 		line := requestLine(head) // head is br's buffer, which ReadRequest may move
 		if req, err = http.ReadRequest(br); err != nil {
 			writeStatus(conn, http.StatusBadRequest, "malformed request")
-			p.refuseUnread(conn, line, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err))
+			p.refuseUnread(conn.RemoteAddr(), line, http.StatusBadRequest, RefusedBadRequest, fmt.Errorf("malformed request: %w", err))
 		}
 	}
 	if err != nil {
@@ -85,10 +85,11 @@ func requestLine(head []byte) string {
 	return string(line)
 }
 
-// refuseUnread records an upgrade attempt whose request could not be read,
-// answered with status: it is an attempt all the same, with the path its
-// request line (line) gives if any.
-func (p *Proxy) refuseUnread(conn net.Conn, line string, status int, why error) {
+// refuseUnread records an upgrade attempt from client whose request was
+// not read whole, refused at step and answered with status (0: not
+// answered): it is an attempt all the same, with the path its request
+// line (line) gives if any.
+func (p *Proxy) refuseUnread(client net.Addr, line string, status int, step string, why error) {
 	u := &url.URL{}
 	if _, rest, ok := strings.Cut(line, " "); ok {
 		target, _, _ := strings.Cut(rest, " ")
@@ -96,10 +97,10 @@ func (p *Proxy) refuseUnread(conn net.Conn, line string, status int, why error) 
 			u = t
 		}
 	}
-	id, client := p.nextID.Add(1), conn.RemoteAddr().String()
-	p.log.Info("upgrade refused", zap.Uint64("session", id), zap.String("client", client),
+	id, addr := p.nextID.Add(1), client.String()
+	p.log.Info("upgrade refused", zap.Uint64("session", id), zap.String("client", addr),
 		zap.String("path", u.Path), zap.Int("status", status), zap.Error(why))
-	p.emitRefused(id, client, &http.Request{URL: u}, status, RefusedBadRequest, why.Error())
+	p.emitRefused(id, addr, &http.Request{URL: u}, status, step, why.Error())
 }
 
 // serveWebSocket answers an upgrade request that has been read from br:

@@ -514,3 +514,57 @@ func TestLaneStatusAnswerHandOffFails(t *testing.T) {
 			e.Refusal, e.Status, e.Why, proxy.RefusedUpstream)
 	}
 }
+
+// A request head a loop hands to goroutines (it is not one the loop
+// serves itself) that the runtime's netpoller will not take is closed
+// without an answer; when it asked for an upgrade, that attempt ends in a
+// refused event (refusal "proxy"), as every attempt does, and a plain
+// HTTP request makes none.
+func TestLaneHandOffFailsRefused(t *testing.T) {
+	big := http.Header{"X-Pad": {strings.Repeat("p", 17<<10)}} // past the 16 KiB head limit
+	badVersion := func(target string) []byte {                 // one checkUpgrade refuses
+		return bytes.Replace(upgradeRequest(t, target, nil), []byte("Version: 13"), []byte("Version: 8"), 1)
+	}
+	tests := []struct {
+		name     string
+		head     func(addr string) []byte
+		wantPath string // "": no event
+	}{
+		{"bad version", func(addr string) []byte { return badVersion(addr + "/v") }, "/v"},
+		{"head too large", func(addr string) []byte { return upgradeRequest(t, addr+"/big", big) }, "/big"},
+		{"plain request", func(addr string) []byte {
+			return []byte("GET /plain HTTP/1.1\r\nHost: example\r\n\r\n")
+		}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := newEventLog(t)
+			addr, p := startProxy(t, startGorillaEcho(t), onLoops, func(p *proxy.Proxy) { p.Events = ev })
+			waitUntil(t, "loops started", func() bool { return proxy.FailHandOffs(p) })
+
+			conn, br := dialTCP(t, addr)
+			conn.Write(tc.head(addr))
+			if b, err := br.ReadByte(); err == nil {
+				t.Errorf("client: got byte %q; want the connection closed without an answer", b)
+			}
+			if tc.wantPath == "" {
+				// An upgrade attempt on another connection, refused the
+				// same way, marks when the first has been dealt with.
+				conn, br := dialTCP(t, addr)
+				conn.Write(badVersion(addr + "/marker"))
+				br.ReadByte()
+				e := ev.waitOne(t, proxy.EventRefused, 0)
+				if evs := ev.of(proxy.EventRefused, 0); len(evs) != 1 || e.Path != "/marker" {
+					t.Errorf("refused events: got %v; want only the marker's", evs)
+				}
+				return
+			}
+			e := ev.waitOne(t, proxy.EventRefused, 0)
+			if e.Refusal != proxy.RefusedProxy || e.Status != 0 || e.Path != tc.wantPath ||
+				!strings.Contains(e.Why, "handing the connection to goroutines failed") || e.Client != conn.LocalAddr().String() {
+				t.Errorf("refused event: got %q, status %d, path %q, why %q, client %q; want %q, status 0, path %q, why naming the hand-off, client %s",
+					e.Refusal, e.Status, e.Path, e.Why, e.Client, proxy.RefusedProxy, tc.wantPath, conn.LocalAddr())
+			}
+		})
+	}
+}

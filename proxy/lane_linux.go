@@ -472,7 +472,13 @@ func (c *laneConn) toGoroutines() {
 	c.finishHandshake(false)
 	conn, err := c.ll.newConn(c.fd, c.ll.ls.laddr, c.addr)
 	if err != nil {
-		return // NewConn closed it
+		// NewConn closed the socket: the client gets no answer. An
+		// upgrade request is an attempt all the same.
+		if head, _, _ := bytes.Cut(c.head, []byte("\r\n\r\n")); headWantsWebSocket(head) {
+			p.refuseUnread(c.addr, requestLine(head), 0, RefusedProxy,
+				fmt.Errorf("handing the connection to goroutines failed: %w", err))
+		}
+		return
 	}
 	bc := &prefixConn{Conn: conn, prefix: c.head}
 	c.ll.ls.q.Go(func() {
