@@ -154,10 +154,7 @@ func (d *delayer) run() {
 		} else {
 			// Counting rules count a delayed message when it is
 			// delivered.
-			var claimed []*sessionRule
-			if !f.h.OpCode.IsControl() && s.isCounting(d.c.src.side) {
-				claimed = s.claimCounted(d.c.src.side, f.h)
-			}
+			claimed := s.claimCounted(d.c.src.side, f.h)
 			err = d.c.writeWhole(f.h, f.p)
 			s.fireCounted(claimed)
 		}

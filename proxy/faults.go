@@ -191,7 +191,9 @@ func (s *session) fireConnect() {
 // claimCounted counts a data frame from src for the counting rules
 // (after_messages counts whole messages, after_bytes payload bytes) before
 // it is relayed, and claims the firing of those whose count it completes;
-// the caller relays the frame and then fires them with fireCounted. An
+// the caller relays the frame and then fires them with fireCounted. A
+// control frame, or any frame while no counting rule watches src, is not
+// counted: that check is all a relayed frame pays when none does. An
 // action that ends the session claims its end here, before the frame goes
 // on, so that what the other side sends from then on, its answer to this
 // very frame first of all, is drained and not relayed to a peer the fault
@@ -199,6 +201,15 @@ func (s *session) fireConnect() {
 // just ahead of the RST, and a client that reads both in one wake-up, as
 // node's does, reports a clean end instead of the reset.)
 func (s *session) claimCounted(src side, h ws.Header) []*sessionRule {
+	if h.OpCode.IsControl() || !s.isCounting(src) {
+		return nil
+	}
+	return s.countAndClaim(src, h.Fin, h.Length)
+}
+
+// countAndClaim is claimCounted for a data frame that counting rules
+// watch: fin is whether it ends its message, n its payload's length.
+func (s *session) countAndClaim(src side, fin bool, n int64) []*sessionRule {
 	dir := sideDir(src)
 	var claimed []*sessionRule
 	for _, sr := range *s.rules.Load() {
@@ -209,13 +220,13 @@ func (s *session) claimCounted(src side, h ws.Header) []*sessionRule {
 		completes := false
 		switch lr.Trigger {
 		case rules.AfterMessages:
-			completes = h.Fin && sr.count.Add(1) == lr.Count
+			completes = fin && sr.count.Add(1) == lr.Count
 		case rules.AfterBytes:
-			if h.Length == 0 {
+			if n == 0 {
 				continue
 			}
-			n := sr.count.Add(h.Length)
-			completes = n >= lr.Count && n-h.Length < lr.Count
+			total := sr.count.Add(n)
+			completes = total >= lr.Count && total-n < lr.Count
 		}
 		if completes && s.claim(sr) {
 			claimed = append(claimed, sr)
@@ -486,7 +497,7 @@ func (s *session) hang(dir rules.Direction, d time.Duration, why string) {
 }
 
 // isCounting reports whether counting rules (after_messages, after_bytes)
-// watch the frames from src: whether they must be fed to claimCounted.
+// watch the frames from src: whether claimCounted counts them.
 func (s *session) isCounting(src side) bool {
 	return s.counting.Load()&uint32(sideDir(src)) != 0
 }

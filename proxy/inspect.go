@@ -39,12 +39,10 @@ func (c *copier) hold(h ws.Header) error {
 	if int64(len(in.text))+h.Length > c.s.p.maxInspect() {
 		in.holding = false
 		var claimed []*sessionRule
-		if c.s.isCounting(c.src.side) {
-			if held := int64(len(in.text)); held > 0 {
-				claimed = c.s.claimCounted(c.src.side, ws.Header{OpCode: ws.OpContinuation, Length: held})
-			}
-			claimed = append(claimed, c.s.claimCounted(c.src.side, h)...)
+		if held := int64(len(in.text)); held > 0 {
+			claimed = c.s.claimCounted(c.src.side, ws.Header{OpCode: ws.OpContinuation, Length: held})
 		}
+		claimed = append(claimed, c.s.claimCounted(c.src.side, h)...)
 		err := c.release()
 		if err == nil {
 			err = c.relayFrame(h)
@@ -77,10 +75,7 @@ func (c *copier) hold(h ws.Header) error {
 			return nil // the matching message is not delivered
 		}
 	}
-	var claimed []*sessionRule
-	if c.s.isCounting(c.src.side) {
-		claimed = c.s.claimCounted(c.src.side, ws.Header{Fin: true, OpCode: h.OpCode, Length: int64(len(in.text))})
-	}
+	claimed := c.s.claimCounted(c.src.side, ws.Header{Fin: true, OpCode: h.OpCode, Length: int64(len(in.text))})
 	err := c.release()
 	c.s.fireCounted(claimed)
 	return err

@@ -228,10 +228,7 @@ func (c *copier) loop() error {
 			}
 			continue
 		}
-		var claimed []*sessionRule
-		if !h.OpCode.IsControl() && s.isCounting(src.side) {
-			claimed = s.claimCounted(src.side, h)
-		}
+		claimed := s.claimCounted(src.side, h)
 		err = c.relayFrame(h)
 		s.fireCounted(claimed)
 		if err != nil {
