@@ -182,7 +182,8 @@ type echoProc struct {
 }
 
 // startEcho re-executes the harness as the echo upstream with n ports.
-func startEcho(n int) (*echoProc, error) {
+// on, if not nil, are the CPUs it runs on.
+func startEcho(n int, on *cpuSet) (*echoProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -198,7 +199,7 @@ func startEcho(n int) (*echoProc, error) {
 	}
 	cmd.Stdout = pw
 	cmd.Stderr = os.Stderr
-	c, err := startChild("echo upstream", cmd)
+	c, err := startChild("echo upstream", cmd, on)
 	pw.Close()
 	if err != nil {
 		pr.Close()

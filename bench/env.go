@@ -40,6 +40,10 @@ type env struct {
 	nginxErr     error
 
 	echoPort map[string]int // upstream port per target, and "faults"
+
+	// cpus, with -proxy-cpus, keeps the proxies and the harness on CPUs
+	// apart; nil: every process may run on every CPU.
+	cpus *cpuSplit
 }
 
 // newEnv prepares the run: temporary directory, echo upstream, builds of
@@ -57,6 +61,11 @@ func newEnv(ctx context.Context, o *options, nofile uint64) (*env, error) {
 	}
 	// nginx's workers may run as another user: they must reach the prefix.
 	os.Chmod(e.dir, 0o755)
+	if o.proxyCPUs != "" {
+		if e.cpus, err = newCPUSplit(o.proxyCPUs); err != nil {
+			return e, err
+		}
+	}
 
 	need := uint64(max(o.idleSessions, o.faultEvery, o.connDialers, o.latConns) + 256)
 	if nofile < need {
@@ -68,7 +77,11 @@ func newEnv(ctx context.Context, o *options, nofile uint64) (*env, error) {
 	}
 
 	names := append(slices.Clone(allTargets), "faults")
-	if e.echo, err = startEcho(len(names)); err != nil {
+	var echoCPUs *cpuSet
+	if e.cpus != nil {
+		echoCPUs = &e.cpus.harness
+	}
+	if e.echo, err = startEcho(len(names), echoCPUs); err != nil {
 		return e, err
 	}
 	for i, n := range names {
@@ -94,7 +107,33 @@ func newEnv(ctx context.Context, o *options, nofile uint64) (*env, error) {
 		e.nginxBin, e.nginxVersion, e.nginxErr = findNginx(o.nginxBin)
 	}
 	wg.Wait()
+	if e.cpus != nil {
+		// After the builds, which may use every CPU.
+		if err := e.cpus.pinHarness(); err != nil {
+			return e, fmt.Errorf("-proxy-cpus: %w", err)
+		}
+		logf("%s", e.cpus)
+	}
 	return e, ctx.Err()
+}
+
+// proxyCPUs is where the proxies run: nil, anywhere, unless -proxy-cpus.
+func (e *env) proxyCPUs() *cpuSet {
+	if e.cpus == nil {
+		return nil
+	}
+	return &e.cpus.proxy
+}
+
+// nginxWorkers is nginx's worker_processes. nginx 1.22 counts the
+// machine's CPUs for "auto", not those it may run on, so with
+// -proxy-cpus "auto" is one worker per proxy CPU, as wschaos's default is
+// one loop per CPU it may run on.
+func (e *env) nginxWorkers() string {
+	if e.o.nginxWorkers == "auto" && e.cpus != nil {
+		return strconv.Itoa(e.cpus.proxy.count())
+	}
+	return e.o.nginxWorkers
 }
 
 func (e *env) close() {
@@ -226,7 +265,7 @@ func (e *env) components() map[string]string {
 		if e.nginxErr != nil {
 			m["nginx"] = "missing: " + e.nginxErr.Error()
 		} else {
-			m["nginx"] = e.nginxVersion + ", worker_processes " + e.o.nginxWorkers
+			m["nginx"] = e.nginxVersion + ", worker_processes " + e.nginxWorkers()
 			if e.o.nginxAccessLog {
 				m["nginx"] += ", access log on"
 			}

@@ -60,6 +60,8 @@ type options struct {
 	faultEvery  int
 	everyPeriod time.Duration
 
+	proxyCPUs string
+
 	wschaosLogLevel  string
 	wschaosLoops     int
 	nginxBin         string
@@ -128,6 +130,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.faultAfter, "fault-after", 1000, "fault precision: sessions closed by an after = \"1s\" rule")
 	fs.IntVar(&o.faultEvery, "fault-every", 8000, "fault precision: sessions closed at once by an every rule's tick")
 	fs.DurationVar(&o.everyPeriod, "every-period", 2*time.Second, "fault precision: the every rule's period")
+
+	fs.StringVar(&o.proxyCPUs, "proxy-cpus", "", "run the proxies on these CPUs (a list: 1, 2-3, 0,4-7) and the harness (clients, echo upstream) on the others; default: every process on every CPU")
 
 	fs.StringVar(&o.wschaosLogLevel, "wschaos-log", "info", "wschaos --log-level (its default is info: two lines per session)")
 	fs.IntVar(&o.wschaosLoops, "wschaos-loops", -1, "wschaos's [proxy] loops: event loops for plain sessions (0: none; -1: its default, one per CPU)")
@@ -235,6 +239,9 @@ func runHarness(o *options) int {
 		runFaults(ctx, env, rep)
 	}
 	rep.Machine.Components = env.components()
+	if env.cpus != nil {
+		rep.Machine.CPUSplit = env.cpus.String()
+	}
 	rep.Elapsed = time.Since(start).Round(time.Second).String()
 	if ctx.Err() != nil {
 		rep.Interrupted = true

@@ -29,11 +29,12 @@ var children struct {
 	list []*child
 }
 
-// startChild starts cmd and registers it for stopAll.
-func startChild(name string, cmd *exec.Cmd) (*child, error) {
+// startChild starts cmd, on the CPUs on if not nil, and registers it for
+// stopAll.
+func startChild(name string, cmd *exec.Cmd, on *cpuSet) (*child, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd, on); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
@@ -97,10 +98,10 @@ func (c *child) end() {
 
 // startTailed starts cmd as startChild does, keeping the last lines of
 // its standard error for error messages.
-func startTailed(name string, cmd *exec.Cmd) (*child, *tail, error) {
+func startTailed(name string, cmd *exec.Cmd, on *cpuSet) (*child, *tail, error) {
 	errs := &tail{}
 	cmd.Stderr = &lineWriter{fn: func(l []byte) { errs.add(string(l)) }}
-	c, err := startChild(name, cmd)
+	c, err := startChild(name, cmd, on)
 	return c, errs, err
 }
 

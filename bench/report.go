@@ -88,6 +88,9 @@ type machine struct {
 	MemTotal   string            `json:"mem_total"`
 	LoadAvg    string            `json:"loadavg_at_start"`
 	Components map[string]string `json:"components"`
+	// CPUSplit says where the proxies and the harness ran, with
+	// -proxy-cpus; empty: each on every CPU.
+	CPUSplit string `json:"cpu_split,omitempty"`
 }
 
 type report struct {
@@ -285,6 +288,9 @@ func (r *report) writeMarkdown(w io.Writer, command string) {
 	r.Command = command
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d CPUs, %s, %s RAM, Linux %s, %s, load average %s at start", m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.Go, m.LoadAvg)
+	if m.CPUSplit != "" {
+		fmt.Fprintf(w, "; %s", m.CPUSplit)
+	}
 	for _, k := range []string{"wschaos", "nginx", "toxiproxy"} {
 		if v, ok := m.Components[k]; ok {
 			fmt.Fprintf(w, "; %s %s", k, v)
@@ -380,5 +386,6 @@ func (o *options) summary(nofile uint64) map[string]any {
 		"conn_count":    o.connCount, "conn_dialers": o.connDialers, "conn_duration": o.connDuration.String(),
 		"fault_after": o.faultAfter, "fault_every": o.faultEvery, "every_period": o.everyPeriod.String(),
 		"wschaos_log_level": o.wschaosLogLevel, "wschaos_loops": o.wschaosLoops, "nginx_workers": o.nginxWorkers, "nginx_access_log": o.nginxAccessLog, "toxiproxy": o.toxiproxyVersion,
+		"proxy_cpus": o.proxyCPUs,
 	}
 }

@@ -222,7 +222,7 @@ func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosP
 		"--upstream", fmt.Sprintf("ws://127.0.0.1:%d/", e.echoPort[name]),
 		"--log-format", "json", "--log-level", level)
 	cmd.Stderr = lw
-	c, err := startChild(name, cmd)
+	c, err := startChild(name, cmd, e.proxyCPUs())
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +316,7 @@ func (e *env) startNginx(ctx context.Context) (*instance, error) {
 	if e.o.nginxAccessLog {
 		accessLog = dir + "/access.log" // the combined format, a write per line, as Debian's default
 	}
-	conf := fmt.Sprintf(nginxConf, e.o.nginxWorkers, e.nofile, dir, conns, port, e.echoPort["nginx"], accessLog)
+	conf := fmt.Sprintf(nginxConf, e.nginxWorkers(), e.nofile, dir, conns, port, e.echoPort["nginx"], accessLog)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func (e *env) startNginx(ctx context.Context) (*instance, error) {
 	if help, _ := exec.Command(e.nginxBin, "-h").CombinedOutput(); bytes.Contains(help, []byte("-e filename")) {
 		args = append(args, "-e", filepath.Join(dir, "error.log"))
 	}
-	c, errs, err := startTailed("nginx", exec.Command(e.nginxBin, args...))
+	c, errs, err := startTailed("nginx", exec.Command(e.nginxBin, args...), e.proxyCPUs())
 	if err != nil {
 		return nil, err
 	}
@@ -347,7 +347,7 @@ func (e *env) startToxiproxy(ctx context.Context) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, errs, err := startTailed("toxiproxy", exec.Command(e.toxiproxyBin, "-host", "127.0.0.1", "-port", strconv.Itoa(apiPort)))
+	c, errs, err := startTailed("toxiproxy", exec.Command(e.toxiproxyBin, "-host", "127.0.0.1", "-port", strconv.Itoa(apiPort)), e.proxyCPUs())
 	if err != nil {
 		return nil, err
 	}
