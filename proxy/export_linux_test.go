@@ -112,3 +112,26 @@ func FailHandOffs(p *Proxy) bool {
 	})
 	return true
 }
+
+// KeepAliveBatch is how many sessions a loop turns keep-alive on for in
+// one turn.
+const KeepAliveBatch = keepAliveBatch
+
+// KeepAliveMost returns the most sessions one turn of any of p's loops
+// has turned keep-alive on for.
+func KeepAliveMost(p *Proxy) int {
+	ls := lanesOf(p)
+	if ls == nil {
+		return 0
+	}
+	var most atomic.Int64
+	ls.onLoops(func(ll *laneLoop) {
+		for {
+			m := most.Load()
+			if int64(ll.mostKept) <= m || most.CompareAndSwap(m, int64(ll.mostKept)) {
+				return
+			}
+		}
+	})
+	return int(most.Load())
+}

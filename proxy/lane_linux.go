@@ -81,6 +81,13 @@ type laneLoop struct {
 	noDelayMissed    int
 
 	sweeping *evloop.Timer // the next keep-alive sweep, if one is due
+	// toKeep are the sessions sweeps found quiet, waiting for their turn
+	// to have keep-alive turned on, and keeping is the timer of the next
+	// turn (keepAlivePart), if one is due.
+	toKeep  []*laneSession
+	keeping *evloop.Timer
+	// mostKept is the most sessions one turn has turned keep-alive on for.
+	mostKept int
 }
 
 const laneReadSize = 64 << 10

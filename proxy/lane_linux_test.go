@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +92,72 @@ func TestLaneSweepsEndOnceKeptAlive(t *testing.T) {
 	if got := proxy.OnLoop(p); got != 2 {
 		t.Errorf("sessions on loops: got %d; want 2", got)
 	}
+}
+
+// TestLaneKeepAliveInTurns checks that a loop turns keep-alive on for
+// many sessions fallen quiet at once in turns of KeepAliveBatch, so that
+// its other sockets and timers wait for one turn at most, and that every
+// session has it in the end.
+func TestLaneKeepAliveInTurns(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	ln := listenProxy(t)
+	addr, p := startProxyOn(t, ln, up.URL, onLoops)
+	// Opened together, well within the half second between sweeps, the
+	// sessions fall quiet at the same sweep: at most three sweeps' worth
+	// of sessions could make no turn a full one.
+	n := 3*proxy.KeepAliveBatch + 4
+	var sockets [][2]net.Addr // local, remote: the proxy's side
+	for range n {
+		client, _ := dialRaw(t, addr, nil, nil)
+		upstream := up.accept(t)
+		sockets = append(sockets, [2]net.Addr{ln.Addr(), client.LocalAddr()},
+			[2]net.Addr{upstream.RemoteAddr(), upstream.LocalAddr()})
+	}
+	if got := proxy.OnLoop(p); got != n {
+		t.Fatalf("sessions on loops: got %d; want %d", got, n)
+	}
+	waitUntil(t, "keep-alive on every connection", func() bool {
+		on := keepAliveOfAll(t)
+		for _, sk := range sockets {
+			if on[sk[0].String()+" "+sk[1].String()] != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if got := proxy.KeepAliveMost(p); got != proxy.KeepAliveBatch {
+		t.Errorf("most sessions given keep-alive in one turn: got %d; want %d", got, proxy.KeepAliveBatch)
+	}
+}
+
+// keepAliveOfAll returns SO_KEEPALIVE of every TCP socket of this
+// process, by "local remote" address.
+func keepAliveOfAll(t testing.TB) map[string]int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("read /proc/self/fd: got %v; want nil", err)
+	}
+	out := map[string]int{}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := syscall.Getsockname(fd)
+		if err != nil {
+			continue
+		}
+		pa, err := syscall.Getpeername(fd)
+		if err != nil {
+			continue
+		}
+		if v, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); err == nil {
+			out[sockaddrString(sa)+" "+sockaddrString(pa)] = v
+		}
+	}
+	return out
 }
 
 // TestLaneListenerClosedOnShutdown checks that the loops' copy of the
