@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -135,28 +133,13 @@ func TestLaneKeepAliveInTurns(t *testing.T) {
 // process, by "local remote" address.
 func keepAliveOfAll(t testing.TB) map[string]int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatalf("read /proc/self/fd: got %v; want nil", err)
-	}
 	out := map[string]int{}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		sa, err := syscall.Getsockname(fd)
-		if err != nil {
-			continue
-		}
-		pa, err := syscall.Getpeername(fd)
-		if err != nil {
-			continue
-		}
+	eachSocket(t, func(fd int, local, remote string) bool {
 		if v, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); err == nil {
-			out[sockaddrString(sa)+" "+sockaddrString(pa)] = v
+			out[local+" "+remote] = v
 		}
-	}
+		return true
+	})
 	return out
 }
 

@@ -49,6 +49,28 @@ func sockaddrString(sa syscall.Sockaddr) string {
 // proxy holds, found from what the other end sees.
 func socketOption(t testing.TB, local, remote net.Addr, level, opt int) int {
 	t.Helper()
+	v, found := 0, false
+	eachSocket(t, func(fd int, l, r string) bool {
+		if l != local.String() || r != remote.String() {
+			return true
+		}
+		var err error
+		if v, err = syscall.GetsockoptInt(fd, level, opt); err != nil {
+			t.Fatalf("getsockopt of %v -> %v: got %v; want nil", local, remote, err)
+		}
+		found = true
+		return false
+	})
+	if !found {
+		t.Fatalf("no socket %v -> %v in this process", local, remote)
+	}
+	return v
+}
+
+// eachSocket calls f with every connected socket of this process and its
+// local and remote addresses, until f returns false.
+func eachSocket(t testing.TB, f func(fd int, local, remote string) bool) {
+	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatalf("read /proc/self/fd: got %v; want nil", err)
@@ -59,21 +81,17 @@ func socketOption(t testing.TB, local, remote net.Addr, level, opt int) int {
 			continue
 		}
 		sa, err := syscall.Getsockname(fd)
-		if err != nil || sockaddrString(sa) != local.String() {
+		if err != nil {
 			continue
 		}
 		pa, err := syscall.Getpeername(fd)
-		if err != nil || sockaddrString(pa) != remote.String() {
+		if err != nil {
 			continue
 		}
-		v, err := syscall.GetsockoptInt(fd, level, opt)
-		if err != nil {
-			t.Fatalf("getsockopt of %v -> %v: got %v; want nil", local, remote, err)
+		if !f(fd, sockaddrString(sa), sockaddrString(pa)) {
+			return
 		}
-		return v
 	}
-	t.Fatalf("no socket %v -> %v in this process", local, remote)
-	return 0
 }
 
 func keepAliveOf(t testing.TB, local, remote net.Addr) int {
