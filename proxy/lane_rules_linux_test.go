@@ -283,6 +283,86 @@ func TestLaneCloseFaultOnLoop(t *testing.T) {
 	})
 }
 
+// TestLaneAfterBurst has an after rule fire on many sessions of one loop
+// opened together, their timers due close together: every client gets
+// the rule's code and every upstream 1001, each firing is logged, and
+// once both answer every session ends with their codes, on its loop.
+func TestLaneAfterBurst(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	logger, logs := observedLogger(t)
+	spec := rules.Spec{Name: "burst", After: "300ms", Action: "close", Code: int64(4000), Reason: ptr("burst")}
+	addr, p, ev := startRules(t, up.URL, compileRules(t, false, spec), onLoops, func(p *proxy.Proxy) { p.Logger = logger })
+	clients, upstreams := make([]*rawConn, n), make([]*rawConn, n)
+	for i := range n {
+		clients[i], _ = dialRaw(t, addr, nil, nil)
+		upstreams[i] = up.accept(t)
+	}
+	if got := proxy.OnLoop(p); got != n {
+		t.Fatalf("sessions on loops: got %d; want %d", got, n)
+	}
+	for i := range n {
+		cf, code, _ := clients[i].readCloseFrame(t)
+		if code != 4000 {
+			t.Errorf("client %d: got close code %v; want 4000", i, code)
+		}
+		uf, code, _ := upstreams[i].readCloseFrame(t)
+		if code != ws.StatusGoingAway {
+			t.Errorf("upstream %d: got close code %v; want 1001", i, code)
+		}
+		clients[i].answerClose(t, cf)
+		upstreams[i].answerClose(t, uf)
+	}
+	closed := ev.waitN(t, proxy.EventClosed, 0, n)
+	for _, e := range filter(closed, proxy.EventClosed, 0) {
+		if e.Code != 4000 || e.ClientCode != 4000 || e.UpstreamCode != 1001 {
+			t.Errorf("session %d's closed event: got code %d, client code %d, upstream code %d; want 4000, 4000, 1001", e.Session, e.Code, e.ClientCode, e.UpstreamCode)
+		}
+	}
+	if fired := waitLogs(t, logs, "fault fired", n); len(fired) != n {
+		t.Errorf("fault fired lines: got %d; want %d", len(fired), n)
+	}
+	if got := proxy.OnLoop(p); got != 0 {
+		t.Errorf("sessions on loops once ended: got %d; want 0", got)
+	}
+}
+
+// TestLaneAfterRulesTogether has two after rules fire on one session at
+// the same moment, the first a close and the second one the loop cannot
+// carry out (a delay: the session leaves its loop), in either order: the
+// client gets the close rule's code, the upstream 1001, and the session
+// ends with them once both answer.
+func TestLaneAfterRulesTogether(t *testing.T) {
+	closing := rules.Spec{Name: "close", After: "200ms", Action: "close", Code: int64(4000)}
+	delaying := rules.Spec{Name: "delay", After: "200ms", Action: "delay", Direction: "upstream", Latency: "1ms"}
+	for _, tt := range []struct {
+		name  string
+		specs []rules.Spec
+	}{
+		{"close first", []rules.Spec{closing, delaying}},
+		{"delay first", []rules.Spec{delaying, closing}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			client, upstream, _, ev, id := rulePair(t, tt.specs, onLoops)
+			cf, code, _ := client.readCloseFrame(t)
+			if code != 4000 {
+				t.Errorf("client: got close code %v; want 4000", code)
+			}
+			uf, code, _ := upstream.readCloseFrame(t)
+			if code != ws.StatusGoingAway {
+				t.Errorf("upstream: got close code %v; want 1001", code)
+			}
+			client.answerClose(t, cf)
+			upstream.answerClose(t, uf)
+			if e := ev.waitOne(t, proxy.EventClosed, id); e.Code != 4000 || e.ClientCode != 4000 || e.UpstreamCode != 1001 {
+				t.Errorf("closed event: got code %d, client code %d, upstream code %d; want 4000, 4000, 1001", e.Code, e.ClientCode, e.UpstreamCode)
+			}
+		})
+	}
+}
+
 // TestLaneLeaveWhileDraining has a session leave its loop in the middle
 // of a frame the loop was dropping after the proxy's close: the copiers
 // drop the rest of it too, and the close handshake ends the session.
