@@ -204,12 +204,6 @@ func (s *session) claimCounted(src side, h ws.Header) []*sessionRule {
 	if h.OpCode.IsControl() || !s.isCounting(src) {
 		return nil
 	}
-	return s.countAndClaim(src, h.Fin, h.Length)
-}
-
-// countAndClaim is claimCounted for a data frame that counting rules
-// watch: fin is whether it ends its message, n its payload's length.
-func (s *session) countAndClaim(src side, fin bool, n int64) []*sessionRule {
 	dir := sideDir(src)
 	var claimed []*sessionRule
 	for _, sr := range *s.rules.Load() {
@@ -220,13 +214,13 @@ func (s *session) countAndClaim(src side, fin bool, n int64) []*sessionRule {
 		completes := false
 		switch lr.Trigger {
 		case rules.AfterMessages:
-			completes = fin && sr.count.Add(1) == lr.Count
+			completes = h.Fin && sr.count.Add(1) == lr.Count
 		case rules.AfterBytes:
-			if n == 0 {
+			if h.Length == 0 {
 				continue
 			}
-			total := sr.count.Add(n)
-			completes = total >= lr.Count && total-n < lr.Count
+			total := sr.count.Add(h.Length)
+			completes = total >= lr.Count && total-h.Length < lr.Count
 		}
 		if completes && s.claim(sr) {
 			claimed = append(claimed, sr)
