@@ -141,6 +141,22 @@ func newCPUSplit(list string) (*cpuSplit, error) {
 	return &cpuSplit{proxy: proxy, harness: harness}, nil
 }
 
+// proxyCPUs is where the proxies run, and harnessCPUs where the harness
+// does: nil, anywhere, on a nil split (no -proxy-cpus).
+func (c *cpuSplit) proxyCPUs() *cpuSet {
+	if c == nil {
+		return nil
+	}
+	return &c.proxy
+}
+
+func (c *cpuSplit) harnessCPUs() *cpuSet {
+	if c == nil {
+		return nil
+	}
+	return &c.harness
+}
+
 // String describes the split for the report.
 func (c *cpuSplit) String() string {
 	return fmt.Sprintf("proxies on CPU %s, harness (clients, echo upstream) on CPU %s", c.proxy, c.harness)

@@ -77,11 +77,7 @@ func newEnv(ctx context.Context, o *options, nofile uint64) (*env, error) {
 	}
 
 	names := append(slices.Clone(allTargets), "faults")
-	var echoCPUs *cpuSet
-	if e.cpus != nil {
-		echoCPUs = &e.cpus.harness
-	}
-	if e.echo, err = startEcho(len(names), echoCPUs); err != nil {
+	if e.echo, err = startEcho(len(names), e.cpus.harnessCPUs()); err != nil {
 		return e, err
 	}
 	for i, n := range names {
@@ -115,14 +111,6 @@ func newEnv(ctx context.Context, o *options, nofile uint64) (*env, error) {
 		logf("%s", e.cpus)
 	}
 	return e, ctx.Err()
-}
-
-// proxyCPUs is where the proxies run: nil, anywhere, unless -proxy-cpus.
-func (e *env) proxyCPUs() *cpuSet {
-	if e.cpus == nil {
-		return nil
-	}
-	return &e.cpus.proxy
 }
 
 // nginxWorkers is nginx's worker_processes. nginx 1.22 counts the

@@ -222,7 +222,7 @@ func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosP
 		"--upstream", fmt.Sprintf("ws://127.0.0.1:%d/", e.echoPort[name]),
 		"--log-format", "json", "--log-level", level)
 	cmd.Stderr = lw
-	c, err := startChild(name, cmd, e.proxyCPUs())
+	c, err := startChild(name, cmd, e.cpus.proxyCPUs())
 	if err != nil {
 		return nil, err
 	}
@@ -325,7 +325,7 @@ func (e *env) startNginx(ctx context.Context) (*instance, error) {
 	if help, _ := exec.Command(e.nginxBin, "-h").CombinedOutput(); bytes.Contains(help, []byte("-e filename")) {
 		args = append(args, "-e", filepath.Join(dir, "error.log"))
 	}
-	c, errs, err := startTailed("nginx", exec.Command(e.nginxBin, args...), e.proxyCPUs())
+	c, errs, err := startTailed("nginx", exec.Command(e.nginxBin, args...), e.cpus.proxyCPUs())
 	if err != nil {
 		return nil, err
 	}
@@ -347,7 +347,7 @@ func (e *env) startToxiproxy(ctx context.Context) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, errs, err := startTailed("toxiproxy", exec.Command(e.toxiproxyBin, "-host", "127.0.0.1", "-port", strconv.Itoa(apiPort)), e.proxyCPUs())
+	c, errs, err := startTailed("toxiproxy", exec.Command(e.toxiproxyBin, "-host", "127.0.0.1", "-port", strconv.Itoa(apiPort)), e.cpus.proxyCPUs())
 	if err != nil {
 		return nil, err
 	}
