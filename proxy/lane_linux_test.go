@@ -5,6 +5,7 @@ package proxy_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"runtime"
@@ -225,6 +226,41 @@ func TestHeaderAt(t *testing.T) {
 		raw := []byte{0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1}
 		if _, _, _, err := proxy.HeaderAt(raw); err != ws.ErrHeaderLengthMSB {
 			t.Errorf("HeaderAt: got %v; want %v", err, ws.ErrHeaderLengthMSB)
+		}
+	})
+}
+
+// FuzzHeaderAt checks that a loop reads any bytes as gobwas/ws's
+// ReadHeader reads them from a stream: the same header and size when they
+// hold a whole one, the same error, and "not whole yet" exactly where the
+// stream would end early.
+func FuzzHeaderAt(f *testing.F) {
+	for _, seed := range [][]byte{
+		{0x81, 5},
+		{0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4},
+		{0x02, 127, 0, 0, 0, 1, 0, 0, 0, 0},
+		{0x88, 127, 0x80, 0, 0, 0, 0, 0, 0, 1},
+		{0x88},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, size, ok, err := proxy.HeaderAt(raw)
+		r := bytes.NewReader(raw)
+		want, werr := ws.ReadHeader(r)
+		switch {
+		case werr == io.EOF || werr == io.ErrUnexpectedEOF:
+			if ok || err != nil {
+				t.Fatalf("HeaderAt(% x): got ok %v, err %v; want not whole yet, as ReadHeader's %v", raw, ok, err, werr)
+			}
+		case werr != nil:
+			if err != werr {
+				t.Fatalf("HeaderAt(% x): got err %v; want %v", raw, err, werr)
+			}
+		default:
+			if !ok || err != nil || got != want || size != len(raw)-r.Len() {
+				t.Fatalf("HeaderAt(% x): got %+v, size %d, ok %v, err %v; want %+v, size %d", raw, got, size, ok, err, want, len(raw)-r.Len())
+			}
 		}
 	})
 }
