@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -127,5 +128,85 @@ func TestRelayUnderBackpressure(t *testing.T) {
 		if err := <-written; err != nil {
 			t.Fatalf("writer: got %v; want nil", err)
 		}
+	})
+}
+
+// TestRelayStreamInRandomPieces checks that a long stream of frames of
+// every length class (RFC 6455 section 5.2: 7-bit, 16-bit and 64-bit
+// lengths, around the proxy's 4 KiB read buffer), fragmented messages
+// with control frames between their fragments, each client frame with a
+// mask of its own, arrives byte for byte as it was sent when it reaches
+// the proxy in pieces of any size cut anywhere, headers included.
+func TestRelayStreamInRandomPieces(t *testing.T) {
+	lengths := []int{0, 1, 2, 125, 126, 127, 200, 4094, 4095, 4096, 4097, 8192, 65535, 65536, 70000}
+	pieces := []int{1, 2, 3, 5, 13, 14, 100, 1500, 4096, 9000, 70000}
+	eachDirection(t, func(t *testing.T, src, dst *rawConn) {
+		r := rand.New(rand.NewPCG(5, 6455))
+		letters := func(n int) []byte {
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = byte('a' + r.IntN(26))
+			}
+			return p
+		}
+		frame := func(fin bool, op ws.OpCode, p []byte) []byte {
+			h := ws.Header{Fin: fin, OpCode: op, Masked: src.client}
+			binary.BigEndian.PutUint32(h.Mask[:], r.Uint32())
+			return buildFrame(h, p)
+		}
+		var stream []byte
+		for range 300 {
+			op := ws.OpText
+			if r.IntN(2) == 0 {
+				op = ws.OpBinary
+			}
+			parts := 1 + r.IntN(3)
+			for i := range parts {
+				if i > 0 {
+					op = ws.OpContinuation
+				}
+				n := lengths[r.IntN(len(lengths))]
+				if r.IntN(4) == 0 {
+					n = r.IntN(3000)
+				}
+				stream = append(stream, frame(i == parts-1, op, letters(n))...)
+				if r.IntN(4) == 0 {
+					ctl := []ws.OpCode{ws.OpPing, ws.OpPong}[r.IntN(2)]
+					stream = append(stream, frame(true, ctl, letters(r.IntN(126)))...)
+				}
+			}
+		}
+		written := make(chan error, 1)
+		go func() { // goroutine "writer": ends when the stream is written or a write fails
+			rest := stream
+			src.SetWriteDeadline(time.Now().Add(transferTimeout(len(stream))))
+			for i := 0; len(rest) > 0; i++ {
+				n := min(pieces[r.IntN(len(pieces))], len(rest))
+				if _, err := src.Write(rest[:n]); err != nil {
+					written <- err
+					return
+				}
+				rest = rest[n:]
+				if i%16 == 15 {
+					time.Sleep(time.Millisecond) // separate reads at the proxy
+				}
+			}
+			written <- nil
+		}()
+		got := make([]byte, len(stream))
+		dst.SetReadDeadline(time.Now().Add(transferTimeout(len(stream))))
+		if _, err := io.ReadFull(dst.br, got); err != nil {
+			t.Fatalf("read: got %v; want %d bytes", err, len(stream))
+		}
+		if err := <-written; err != nil {
+			t.Fatalf("write: got %v; want nil", err)
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("stream: %s", diffBytes(got, stream))
+		}
+		src.writeClose(t, ws.StatusNormalClosure, "done")
+		dst.expectClose(t, ws.StatusNormalClosure, "done")
+		dst.writeClose(t, ws.StatusNormalClosure, "done")
+		src.expectClose(t, ws.StatusNormalClosure, "done")
 	})
 }
