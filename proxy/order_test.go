@@ -142,13 +142,6 @@ func TestRelayStreamInRandomPieces(t *testing.T) {
 	pieces := []int{1, 2, 3, 5, 13, 14, 100, 1500, 4096, 9000, 70000}
 	eachDirection(t, func(t *testing.T, src, dst *rawConn) {
 		r := rand.New(rand.NewPCG(5, 6455))
-		letters := func(n int) []byte {
-			p := make([]byte, n)
-			for i := range p {
-				p[i] = byte('a' + r.IntN(26))
-			}
-			return p
-		}
 		frame := func(fin bool, op ws.OpCode, p []byte) []byte {
 			h := ws.Header{Fin: fin, OpCode: op, Masked: src.client}
 			binary.BigEndian.PutUint32(h.Mask[:], r.Uint32())
@@ -169,10 +162,10 @@ func TestRelayStreamInRandomPieces(t *testing.T) {
 				if r.IntN(4) == 0 {
 					n = r.IntN(3000)
 				}
-				stream = append(stream, frame(i == parts-1, op, letters(n))...)
+				stream = append(stream, frame(i == parts-1, op, testPayload(n, op == ws.OpBinary))...)
 				if r.IntN(4) == 0 {
 					ctl := []ws.OpCode{ws.OpPing, ws.OpPong}[r.IntN(2)]
-					stream = append(stream, frame(true, ctl, letters(r.IntN(126)))...)
+					stream = append(stream, frame(true, ctl, testPayload(r.IntN(126), false))...)
 				}
 			}
 		}
