@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/wschaos/wschaos/proxy"
 	"github.com/wschaos/wschaos/rules"
@@ -345,4 +346,61 @@ func startSlowUpstream(t *testing.T) (u *url.URL, requested <-chan struct{}, rel
 		}
 	})
 	return &url.URL{Scheme: "ws", Host: ln.Addr().String()}, req, rel
+}
+
+// TestLaneLastCloseFrameCarriesFIN holds a loop to sending the close
+// frame that completes a close handshake in the segment that carries the
+// connection's FIN, one segment less for the peer's kernel and the
+// proxy's. The side that closed first counts the segments without
+// payload that reach it (tcpi_segs_in less tcpi_data_segs_in) from its
+// peer's answer to the FIN: none when the FIN came with the answer, one
+// at least when it came alone. A delayed ACK of its own close frame, sent
+// by the proxy's kernel in between, adds one; a session with none is
+// looked for among five.
+func TestLaneLastCloseFrameCarriesFIN(t *testing.T) {
+	for _, first := range []string{"client", "upstream"} {
+		t.Run(first+" first", func(t *testing.T) {
+			var got []uint32
+			for range 5 {
+				client, upstream := rawPair(t, onLoops)
+				src, dst := client, upstream
+				if first == "upstream" {
+					src, dst = upstream, client
+				}
+				src.writeClose(t, ws.StatusNormalClosure, "")
+				dst.expectClose(t, ws.StatusNormalClosure, "")
+				before := bareSegmentsIn(t, src)
+				dst.writeClose(t, ws.StatusNormalClosure, "")
+				src.expectClose(t, ws.StatusNormalClosure, "")
+				if err := src.expectEnd(t); err != io.EOF {
+					t.Fatalf("end after the close handshake: got %v; want EOF", err)
+				}
+				n := bareSegmentsIn(t, src) - before
+				if n == 0 {
+					return
+				}
+				got = append(got, n)
+			}
+			t.Errorf("segments without payload between the answering close frame and the FIN, five sessions: got %v; want 0 in one at least", got)
+		})
+	}
+}
+
+// bareSegmentsIn returns how many segments without payload (ACKs, a FIN
+// alone) c's socket has received.
+func bareSegmentsIn(t *testing.T, c *rawConn) uint32 {
+	t.Helper()
+	raw, err := c.Conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatalf("SyscallConn: got %v; want nil", err)
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		t.Fatalf("Control: got %v; want nil", err)
+	}
+	if ierr != nil {
+		t.Fatalf("TCP_INFO: got %v; want nil", ierr)
+	}
+	return info.Segs_in - info.Data_segs_in
 }

@@ -689,8 +689,13 @@ func (d *laneDir) closeRelayed() {
 // what went before it still unwritten.
 func (d *laneDir) flush() bool {
 	ls := d.ls
+	last := d.closeOut && d.endsHandshake()
 	for len(d.out) > 0 {
-		n, errno := evloop.Write(ls.fds[d.dst], d.out)
+		write := evloop.Write
+		if last {
+			write = evloop.WriteBeforeClose
+		}
+		n, errno := write(ls.fds[d.dst], d.out)
 		if errno == syscall.EAGAIN {
 			return false
 		}
@@ -705,6 +710,10 @@ func (d *laneDir) flush() bool {
 	if d.closeOut {
 		d.closeOut = false
 		d.closeRelayed()
+		if last && !ls.closed && ls.fds[d.dst] >= 0 {
+			// Not closed after all: the held bytes go now.
+			evloop.Push(ls.fds[d.dst])
+		}
 	}
 	if d.ownClose {
 		d.ownClose = false
@@ -712,6 +721,14 @@ func (d *laneDir) flush() bool {
 		d.ls.maybeFinish()
 	}
 	return true
+}
+
+// endsHandshake reports whether relaying src's close frame completes
+// the close handshake (closeHandshakeDone once closeRelayed has run), so
+// that both connections are closed right after the write.
+func (d *laneDir) endsHandshake() bool {
+	src, dst := d.from, d.to
+	return (src.gone.Load() || src.gotClose.Load()) && (dst.gone.Load() || dst.sentClose.Load())
 }
 
 // readEnded mirrors how src's connection ended (copier.ended, for the

@@ -102,6 +102,27 @@ func Write(fd int, b []byte) (int, syscall.Errno) {
 	}
 }
 
+// WriteBeforeClose writes b to the socket fd as Write does, for a
+// connection closed right after it: the kernel holds the bytes (MSG_MORE)
+// and the close's FIN goes out in the same segment (tcp_send_fin tacks
+// it onto an unsent tail), a segment less for both ends. If the socket is
+// not closed after all, Push sends the bytes.
+func WriteBeforeClose(fd int, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	for {
+		n, errno := rawSendFlags(fd, b, syscall.MSG_NOSIGNAL|syscall.MSG_MORE)
+		if errno != syscall.EINTR {
+			return n, errno
+		}
+	}
+}
+
+// Push sends what WriteBeforeClose left held on fd: setting TCP_NODELAY
+// pushes a socket's pending frames.
+func Push(fd int) syscall.Errno { return setNoDelay(fd) }
+
 // Close closes fd.
 func Close(fd int) syscall.Errno {
 	_, _, errno := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)

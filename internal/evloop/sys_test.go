@@ -346,3 +346,89 @@ func TestConnectAckWithData(t *testing.T) {
 	}
 	t.Errorf("Connect and a write at once: got %d segments sent; want 2 (SYN, then the data with the ACK)", got)
 }
+
+// TestWriteBeforeClose holds WriteBeforeClose to sending its bytes and the
+// close's FIN in one segment, where Write and a close send two, counted
+// by the reading end's kernel (tcpi_segs_in); and Push to sending the
+// bytes of a socket that is not closed after all (tcpi_notsent_bytes).
+func TestWriteBeforeClose(t *testing.T) {
+	msg := []byte("\x88\x02\x03\xe8") // a close frame, 1000
+	segsIn := func(t *testing.T, fd int) uint32 {
+		t.Helper()
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatalf("TCP_INFO: got %v; want nil", err)
+		}
+		return info.Segs_in
+	}
+	// readAll reads fd until EOF (eof) or until it has n bytes.
+	readAll := func(t *testing.T, fd, n int, eof bool) []byte {
+		t.Helper()
+		var got []byte
+		buf := make([]byte, 64)
+		deadline := time.Now().Add(5 * time.Second)
+		for (eof || len(got) < n) && time.Now().Before(deadline) {
+			k, errno := Read(fd, buf)
+			switch {
+			case errno == syscall.EAGAIN:
+				time.Sleep(100 * time.Microsecond)
+			case errno != 0:
+				t.Fatalf("read: got %v; want bytes or EOF", errno)
+			case k == 0:
+				return got
+			default:
+				got = append(got, buf[:k]...)
+			}
+		}
+		if eof {
+			t.Fatalf("read: got %q and no EOF in 5s; want %q, EOF", got, msg)
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		name  string
+		write func(int, []byte) (int, syscall.Errno)
+		segs  uint32
+	}{
+		{"Write", Write, 2},
+		{"WriteBeforeClose", WriteBeforeClose, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := socketPair(t)
+			t.Cleanup(func() { Close(b) })
+			before := segsIn(t, b)
+			if n, errno := tc.write(a, msg); n != len(msg) || errno != 0 {
+				Close(a)
+				t.Fatalf("write: got %d, %v; want %d, 0", n, errno, len(msg))
+			}
+			Close(a)
+			if got := readAll(t, b, 0, true); !bytes.Equal(got, msg) {
+				t.Fatalf("read: got %q; want %q", got, msg)
+			}
+			if got := segsIn(t, b) - before; got != tc.segs {
+				t.Errorf("segments received for the bytes and the FIN: got %d; want %d", got, tc.segs)
+			}
+		})
+	}
+	t.Run("Push", func(t *testing.T) {
+		a, b := socketPair(t)
+		t.Cleanup(func() { Close(a); Close(b) })
+		if n, errno := WriteBeforeClose(a, msg); n != len(msg) || errno != 0 {
+			t.Fatalf("write: got %d, %v; want %d, 0", n, errno, len(msg))
+		}
+		if errno := Push(a); errno != 0 {
+			t.Fatalf("Push: got %v; want 0", errno)
+		}
+		// Held bytes would otherwise go out on a timer, some 200 ms on.
+		info, err := unix.GetsockoptTCPInfo(a, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatalf("TCP_INFO: got %v; want nil", err)
+		}
+		if info.Notsent_bytes != 0 {
+			t.Errorf("bytes not sent after Push: got %d; want 0", info.Notsent_bytes)
+		}
+		if got := readAll(t, b, len(msg), false); !bytes.Equal(got, msg) {
+			t.Fatalf("read after Push: got %q; want %q", got, msg)
+		}
+	})
+}
