@@ -719,6 +719,12 @@ func (d *laneDialer) Ready(events uint32) {
 		}
 		c.requests = c.requests[n:]
 	}
+	if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0 {
+		// Writable only, as when the connect is over: the answer
+		// raises an edge of its own when it comes, and a read now
+		// would find nothing.
+		return
+	}
 	buf := c.ll.buf
 	trust := events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0
 	for {
