@@ -689,6 +689,11 @@ func (d *laneDir) closeRelayed() {
 // what went before it still unwritten.
 func (d *laneDir) flush() bool {
 	ls := d.ls
+	// The frame that completes the close handshake is held by the
+	// kernel until the close right after it, which sends it with the
+	// FIN: one segment. (A peer that sent bytes after its own close
+	// frame, which RFC 6455 section 5.5.1 forbids, has them unread, and
+	// the close answers with an RST instead, the frame unsent.)
 	last := d.closeOut && d.endsHandshake()
 	for len(d.out) > 0 {
 		write := evloop.Write
