@@ -90,17 +90,7 @@ func Read(fd int, b []byte) (int, syscall.Errno) {
 
 // Write writes b to the socket fd, as much as it takes, again if a signal
 // interrupted it. A peer gone gives EPIPE, never SIGPIPE.
-func Write(fd int, b []byte) (int, syscall.Errno) {
-	if len(b) == 0 {
-		return 0, 0
-	}
-	for {
-		n, errno := rawSend(fd, b)
-		if errno != syscall.EINTR {
-			return n, errno
-		}
-	}
-}
+func Write(fd int, b []byte) (int, syscall.Errno) { return send(fd, b, syscall.MSG_NOSIGNAL) }
 
 // WriteBeforeClose writes b to the socket fd as Write does, for a
 // connection closed right after it: the kernel holds the bytes (MSG_MORE)
@@ -108,11 +98,16 @@ func Write(fd int, b []byte) (int, syscall.Errno) {
 // it onto an unsent tail), a segment less for both ends. If the socket is
 // not closed after all, Push sends the bytes.
 func WriteBeforeClose(fd int, b []byte) (int, syscall.Errno) {
+	return send(fd, b, syscall.MSG_NOSIGNAL|syscall.MSG_MORE)
+}
+
+// send is Write and WriteBeforeClose, with sendto's flags.
+func send(fd int, b []byte, flags int) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, 0
 	}
 	for {
-		n, errno := rawSendFlags(fd, b, syscall.MSG_NOSIGNAL|syscall.MSG_MORE)
+		n, errno := rawSend(fd, b, flags)
 		if errno != syscall.EINTR {
 			return n, errno
 		}

@@ -65,11 +65,7 @@ func rawRecv(fd int, b []byte) (int, syscall.Errno) {
 	return int(n), errno
 }
 
-func rawSend(fd int, b []byte) (int, syscall.Errno) {
-	return rawSendFlags(fd, b, syscall.MSG_NOSIGNAL)
-}
-
-func rawSendFlags(fd int, b []byte, flags int) (int, syscall.Errno) {
+func rawSend(fd int, b []byte, flags int) (int, syscall.Errno) {
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
 		uintptr(flags), 0, 0)
 	return int(n), errno
