@@ -695,11 +695,11 @@ func (d *laneDir) flush() bool {
 	// frame, which RFC 6455 section 5.5.1 forbids, has them unread, and
 	// the close answers with an RST instead, the frame unsent.)
 	last := d.closeOut && d.endsHandshake()
+	write := evloop.Write
+	if last {
+		write = evloop.WriteBeforeClose
+	}
 	for len(d.out) > 0 {
-		write := evloop.Write
-		if last {
-			write = evloop.WriteBeforeClose
-		}
 		n, errno := write(ls.fds[d.dst], d.out)
 		if errno == syscall.EAGAIN {
 			return false
@@ -728,12 +728,12 @@ func (d *laneDir) flush() bool {
 	return true
 }
 
-// endsHandshake reports whether relaying src's close frame completes
-// the close handshake (closeHandshakeDone once closeRelayed has run), so
-// that both connections are closed right after the write.
+// endsHandshake reports whether closeRelayed, once src's close frame is
+// written, finds the close handshake done and closes both connections:
+// dst has sent its close frame (else it arms a timer), which makes dst
+// done, and src, which will have sent one, got dst's or is gone.
 func (d *laneDir) endsHandshake() bool {
-	src, dst := d.from, d.to
-	return (src.gone.Load() || src.gotClose.Load()) && (dst.gone.Load() || dst.sentClose.Load())
+	return d.to.sentClose.Load() && (d.from.gone.Load() || d.from.gotClose.Load())
 }
 
 // readEnded mirrors how src's connection ended (copier.ended, for the
