@@ -5,6 +5,7 @@ package proxy
 import (
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -134,4 +135,29 @@ func KeepAliveMost(p *Proxy) int {
 		}
 	})
 	return int(most.Load())
+}
+
+// LoopOf returns the index among p's loops of the loop that relays the
+// session whose client is at client (the client's own address), or -1.
+func LoopOf(p *Proxy, client net.Addr) int {
+	for _, s := range p.openSessions() {
+		if ls := s.lane.Load(); ls != nil && ls.caddr.String() == client.String() {
+			return slices.Index(ls.ll.ls.loops, ls.ll)
+		}
+	}
+	return -1
+}
+
+// HoldLoop has p's i-th loop run nothing, neither its sockets' events nor
+// work handed to it, until release is called. It returns once the loop
+// is held.
+func HoldLoop(p *Proxy, i int) (release func()) {
+	ls := lanesOf(p)
+	held, gate := make(chan struct{}), make(chan struct{})
+	if !ls.loops[i].l.Submit(func() { close(held); <-gate }) {
+		panic("HoldLoop: the loop has stopped")
+	}
+	<-held
+	var once sync.Once
+	return func() { once.Do(func() { close(gate) }) }
 }

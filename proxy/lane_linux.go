@@ -56,6 +56,11 @@ type lanes struct {
 	laddr net.Addr
 	up    netip.AddrPort
 	loops []*laneLoop
+
+	// waves is held while a wave is handed to the loops (fireOnLoops),
+	// so that every loop queues the waves in the same order: a loop
+	// waits in a wave for the others to reach it.
+	waves sync.Mutex
 }
 
 // laneLoop is one loop's state; only the loop touches it.

@@ -3,6 +3,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -254,4 +255,73 @@ func allEnded(t *testing.T, p *proxy.Proxy, ev *eventLog, n int) {
 	if st := p.Stats(); st.Total != uint64(n) {
 		t.Errorf("Stats.Total: got %d; want %d", st.Total, n)
 	}
+}
+
+// TestLaneTickClientsFirstOnEveryLoop checks that an every rule's tick
+// over sessions on two loops writes to every client, on both loops,
+// before it writes to any upstream: here one loop is held when the tick
+// comes, and the other's upstreams must hear nothing until it is let go.
+func TestLaneTickClientsFirstOnEveryLoop(t *testing.T) {
+	checkGoroutines(t)
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	addr, p, ev := startRules(t, up.URL, nil, func(p *proxy.Proxy) { p.Loops = 2 })
+	type pair struct{ client, upstream *rawConn }
+	var on [2][]pair
+	open := func() {
+		t.Helper()
+		c, _ := dialRaw(t, addr, nil, nil)
+		u := up.accept(t)
+		l := -1
+		waitUntil(t, "the session on a loop", func() bool { l = proxy.LoopOf(p, c.LocalAddr()); return l >= 0 })
+		on[l] = append(on[l], pair{c, u})
+	}
+	// A held loop takes no connection, so that one is opened on the
+	// other whichever the listener's wake-up favours.
+	for i := range 2 {
+		release := proxy.HoldLoop(p, i)
+		for range 3 {
+			open()
+		}
+		release()
+	}
+	for i := range on {
+		if len(on[i]) < 3 {
+			t.Fatalf("sessions on loop %d: got %d; want at least 3", i, len(on[i]))
+		}
+	}
+
+	p.SetRules(compileRules(t, false, rules.Spec{Name: "tick", Every: "500ms", Action: "close", Code: int64(4000)}))
+	release := proxy.HoldLoop(p, 1)
+	defer release()
+	first := make([]ws.Frame, len(on[0]))
+	for i, s := range on[0] {
+		var code ws.StatusCode
+		if first[i], code, _ = s.client.readCloseFrame(t); code != 4000 {
+			t.Fatalf("loop 0's client %d: got close %v; want 4000", i, code)
+		}
+	}
+	// Loop 0 is done with its clients; loop 1, held, has not begun.
+	for i, s := range on[0] {
+		s.upstream.expectSilence(t, 300*time.Millisecond/time.Duration(len(on[0])), fmt.Sprintf("loop 0's upstream %d while loop 1 is held", i))
+	}
+	release()
+	for l, list := range on {
+		for i, s := range list {
+			var f ws.Frame
+			if l == 0 {
+				f = first[i]
+			} else if _, code, _ := s.client.readCloseFrame(t); code != 4000 {
+				t.Fatalf("loop 1's client %d: got close %v; want 4000", i, code)
+			} else {
+				f = ws.NewCloseFrame(ws.NewCloseFrameBody(code, ""))
+			}
+			s.client.answerClose(t, f)
+			f, code, _ := s.upstream.readCloseFrame(t)
+			if code != ws.StatusGoingAway {
+				t.Fatalf("loop %d's upstream %d: got close %v; want 1001", l, i, code)
+			}
+			s.upstream.answerClose(t, f)
+		}
+	}
+	ev.waitN(t, proxy.EventClosed, 0, len(on[0])+len(on[1]))
 }
