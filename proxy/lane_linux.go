@@ -93,6 +93,11 @@ type laneLoop struct {
 	keeping *evloop.Timer
 	// mostKept is the most sessions one turn has turned keep-alive on for.
 	mostKept int
+
+	// due are the faults the timers running now carried out on their
+	// clients, and dueLines their log lines (faultDue); nil between.
+	due      []laneDue
+	dueLines *wave
 }
 
 const laneReadSize = 64 << 10

@@ -604,3 +604,53 @@ func testKillFault(t *testing.T, path string, opt func(*proxy.Proxy), trigger, a
 		}
 	})
 }
+
+// TestLaneAfterDueTogetherClientsFirst has an after rule come due on
+// several sessions of one loop at once (the loop held past their time):
+// every client gets its close frame before any upstream gets its 1001, by
+// the times their kernels received them, and each session then ends with
+// its close handshakes.
+func TestLaneAfterDueTogetherClientsFirst(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	spec := rules.Spec{Name: "together", After: "300ms", Action: "close", Code: int64(4000)}
+	addr, p, ev := startRules(t, up.URL, compileRules(t, false, spec), onLoops)
+	clients, upstreams := make([]*rawConn, n), make([]*rawConn, n)
+	for i := range n {
+		clients[i], _ = dialRaw(t, addr, nil, nil)
+		upstreams[i] = up.accept(t)
+		stampReceives(t, clients[i])
+		stampReceives(t, upstreams[i])
+	}
+	release := proxy.HoldLoop(p, 0)
+	time.Sleep(600 * time.Millisecond) // past every session's 300 ms
+	release()
+	var lastClient, firstUpstream time.Time
+	for i := range n {
+		cf, at := readStampedFrame(t, clients[i])
+		if code, _ := ws.ParseCloseFrameData(cf.Payload); cf.Header.OpCode != ws.OpClose || code != 4000 {
+			t.Fatalf("client %d: got %v %q; want a close frame with 4000", i, cf.Header.OpCode, cf.Payload)
+		}
+		if at.After(lastClient) {
+			lastClient = at
+		}
+		uf, at := readStampedFrame(t, upstreams[i])
+		if code, _ := ws.ParseCloseFrameData(uf.Payload); uf.Header.OpCode != ws.OpClose || code != ws.StatusGoingAway {
+			t.Fatalf("upstream %d: got %v %q; want a close frame with 1001", i, uf.Header.OpCode, uf.Payload)
+		}
+		if firstUpstream.IsZero() || at.Before(firstUpstream) {
+			firstUpstream = at
+		}
+		clients[i].answerClose(t, cf)
+		upstreams[i].answerClose(t, uf)
+	}
+	if lastClient.After(firstUpstream) {
+		t.Errorf("the last client's close frame arrived %v after the first upstream's; want every client's first", lastClient.Sub(firstUpstream))
+	}
+	for _, e := range filter(ev.waitN(t, proxy.EventClosed, 0, n), proxy.EventClosed, 0) {
+		if e.Code != 4000 || e.ClientCode != 4000 || e.UpstreamCode != 1001 {
+			t.Errorf("session %d's closed event: got code %d, client code %d, upstream code %d; want 4000, 4000, 1001", e.Session, e.Code, e.ClientCode, e.UpstreamCode)
+		}
+	}
+}

@@ -62,6 +62,7 @@ type Loop struct {
 	done   chan struct{}
 	events []syscall.EpollEvent
 	timers timerHeap // the loop's own
+	then   []func()  // run once the timers due now have run (Then)
 	epoch  time.Time // the loop's clock (clock) counts from here
 
 	noPwait2 bool // the kernel has no epoll_pwait2: waits are in milliseconds

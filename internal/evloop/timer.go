@@ -98,7 +98,8 @@ func (l *Loop) timerDue(start *time.Duration, i int) bool {
 	return l.timers[0].when-*start < nearTimer || i%timerCheckEvery == timerCheckEvery-1
 }
 
-// runTimers runs the timers that are due; it reports whether any ran.
+// runTimers runs the timers that are due, then what they queued with
+// Then; it reports whether any ran.
 func (l *Loop) runTimers() bool {
 	if len(l.timers) == 0 {
 		return false
@@ -110,5 +111,17 @@ func (l *Loop) runTimers() bool {
 		t.f()
 		ran = true
 	}
+	for len(l.then) > 0 {
+		then := l.then
+		l.then = nil
+		for _, f := range then {
+			f()
+		}
+	}
 	return ran
 }
+
+// Then queues f to run once the timer running now, and every other timer
+// due with it, has run: before the loop looks at its sockets again. What
+// such an f queues with Then runs after it. From a timer only.
+func (l *Loop) Then(f func()) { l.then = append(l.then, f) }

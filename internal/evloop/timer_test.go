@@ -378,3 +378,34 @@ func TestTimerInLongBatch(t *testing.T) {
 		t.Errorf("the timer ran after %d of %d events; want it within the first %d", at, len(got)-1, timerCheckEvery)
 	}
 }
+
+// TestThen checks that what timers queue with Then runs once every timer
+// due with them has run, in the order queued, and that what such a
+// function queues runs after it.
+func TestThen(t *testing.T) {
+	g := newGroup(t, 1)
+	l := g.loops[0]
+	var order []string
+	done := make(chan error, 1)
+	onLoop(t, l, func() {
+		// Three timers due together: the loop runs them in one batch once
+		// this work is done, their time having come meanwhile.
+		for _, name := range []string{"a", "b", "c"} {
+			l.After(0, func() {
+				order = append(order, name)
+				l.Then(func() {
+					order = append(order, "then "+name)
+					if name == "a" {
+						l.Then(func() { order = append(order, "then of then a") })
+					}
+				})
+			})
+		}
+		l.After(50*time.Millisecond, func() { done <- nil })
+	})
+	await(t, done, "the last timer did not run")
+	want := []string{"a", "b", "c", "then a", "then b", "then c", "then of then a"}
+	if !slices.Equal(order, want) {
+		t.Errorf("got %q; want %q", order, want)
+	}
+}
