@@ -334,8 +334,7 @@ func (ll *laneLoop) faultDue(ls *laneSession, sr *sessionRule, f laneFault) {
 		ll.l.Then(ll.upstreamsDue)
 	}
 	ls.s.noteFiring(sr, ll.dueLines)
-	ls.begin(f)
-	ls.carryOut(f, sideClient)
+	ls.faultClient(f)
 	ls.upstreamDue = true
 	ll.due = append(ll.due, laneDue{ls, f})
 }
@@ -354,10 +353,7 @@ func (ll *laneLoop) upstreamsDue() {
 	ll.due, ll.dueLines = nil, nil
 	for _, d := range due {
 		d.ls.upstreamDue = false
-		if !d.ls.closed {
-			d.ls.carryOut(d.f, sideUpstream)
-			d.ls.maybeFinish()
-		}
+		d.ls.faultUpstream(d.f)
 	}
 	for _, line := range lines.later {
 		line()
@@ -432,6 +428,24 @@ func (ls *laneSession) carryOut(f laneFault, side side) {
 	ls.fds[i] = -1
 }
 
+// faultClient begins f and carries it out on the client: the first of a
+// wave's two passes, which every fault on a loop is a part of (fireOnLoops,
+// faultDue).
+func (ls *laneSession) faultClient(f laneFault) {
+	ls.begin(f)
+	ls.carryOut(f, sideClient)
+}
+
+// faultUpstream carries out f, begun by faultClient, on the upstream,
+// unless the session has ended meanwhile: the wave's second pass. The
+// session ends here if nothing is left to wait for.
+func (ls *laneSession) faultUpstream(f laneFault) {
+	if !ls.closed {
+		ls.carryOut(f, sideUpstream)
+		ls.maybeFinish()
+	}
+}
+
 // sendClose writes a close fault's frame to the peer on side: code and
 // reason if to names it, 1001 otherwise.
 func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode, reason string) {
@@ -503,18 +517,14 @@ func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
 				}
 				if sr := s.ruleState(lr); sr != nil && s.claimFiring(sr) {
 					s.noteFiring(sr, w)
-					ls.begin(f)
-					ls.carryOut(f, sideClient)
+					ls.faultClient(f)
 					ending = append(ending, ls)
 				}
 			}
 			clients.Done()
 			clients.Wait()
 			for _, ls := range ending {
-				if !ls.closed {
-					ls.carryOut(f, sideUpstream)
-					ls.maybeFinish()
-				}
+				ls.faultUpstream(f)
 			}
 			for _, line := range w.later {
 				line()
