@@ -3,11 +3,12 @@
 package main
 
 import (
-	"encoding/binary"
 	"io"
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/wschaos/wschaos/internal/rxtime"
 )
 
 // The fault workloads time a close frame's arrival at the client by the
@@ -31,14 +32,8 @@ func newStampConn(c *net.TCPConn) (*stampConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-	}); err != nil {
+	if err := rxtime.Enable(raw); err != nil {
 		return nil, err
-	}
-	if serr != nil {
-		return nil, serr
 	}
 	return &stampConn{TCPConn: c, raw: raw}, nil
 }
@@ -58,16 +53,7 @@ func (c *stampConn) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
-	c.at = time.Time{}
-	if msgs, perr := syscall.ParseSocketControlMessage(c.oob[:oobn]); perr == nil {
-		for _, m := range msgs {
-			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
-				sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
-				nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
-				c.at = time.Unix(sec, nsec)
-			}
-		}
-	}
+	c.at, _ = rxtime.FromControl(c.oob[:oobn])
 	return n, nil
 }
 

@@ -4,18 +4,18 @@ package proxy_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/wschaos/wschaos/internal/rxtime"
 )
 
-// The kernel's receive time of a segment (SO_TIMESTAMPNS) on loopback is
-// taken as the sender's write hands it over (net.core.netdev_tstamp_prequeue,
-// on by default), so comparing the times at two test peers tells in which
-// order the proxy wrote to them, which their reading goroutines cannot.
+// Comparing the kernel's receive times (internal/rxtime) at two test
+// peers tells in which order the proxy wrote to them, which their reading
+// goroutines cannot.
 
 // stampReceives has the kernel note when bytes reach c.
 func stampReceives(t testing.TB, c *rawConn) {
@@ -24,11 +24,8 @@ func stampReceives(t testing.TB, c *rawConn) {
 	if err != nil {
 		t.Fatalf("SyscallConn: %v", err)
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-	}); err != nil || serr != nil {
-		t.Fatalf("set SO_TIMESTAMPNS: %v %v", err, serr)
+	if err := rxtime.Enable(raw); err != nil {
+		t.Fatalf("set SO_TIMESTAMPNS: %v", err)
 	}
 }
 
@@ -55,17 +52,8 @@ func readStampedFrame(t testing.TB, c *rawConn) (ws.Frame, time.Time) {
 	}); err != nil || rerr != nil || n == 0 {
 		t.Fatalf("stamped read: got %d bytes (%v, %v); want a frame", n, err, rerr)
 	}
-	var at time.Time
-	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
-	if err != nil {
-		t.Fatalf("control messages: %v", err)
-	}
-	for _, m := range msgs {
-		if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS && len(m.Data) == 16 {
-			at = time.Unix(int64(binary.NativeEndian.Uint64(m.Data[:8])), int64(binary.NativeEndian.Uint64(m.Data[8:])))
-		}
-	}
-	if at.IsZero() {
+	at, ok := rxtime.FromControl(oob[:oobn])
+	if !ok {
 		t.Fatalf("stamped read: got no receive time with %d bytes", n)
 	}
 	r := bytes.NewReader(buf[:n])
