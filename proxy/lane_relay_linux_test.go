@@ -110,10 +110,19 @@ func TestLaneCloseFrameBehindSlowReader(t *testing.T) {
 
 			// The answer comes behind a message the narrow path cannot
 			// hold, in the same write, so that the loop reads the close
-			// frame while the client still has to take the message.
+			// frame while the client still has to take the message. The
+			// loop is held until every byte is with its kernel: woken by
+			// a first part alone, it would relay that, find the client
+			// full and leave the close frame unread.
 			msg := bytes.Repeat([]byte("m"), 48<<10)
-			written := writeAsync(upstream, append(upstream.frame(true, ws.OpBinary, msg),
+			release := proxy.HoldLoop(p, 0)
+			werr := <-writeAsync(upstream, append(upstream.frame(true, ws.OpBinary, msg),
 				upstream.frame(true, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye back"))...))
+			waitUntil(t, "the upstream's bytes all with the proxy's kernel", func() bool {
+				info := tcpInfoOf(t, upstream)
+				return info.Notsent_bytes == 0 && info.Unacked == 0
+			})
+			release()
 			time.Sleep(200 * time.Millisecond) // the client reads late
 			shut := make(chan error, 1)
 			if shutdown {
@@ -133,8 +142,8 @@ func TestLaneCloseFrameBehindSlowReader(t *testing.T) {
 			if err := client.expectEnd(t); err != io.EOF {
 				t.Errorf("client after the close frame: got %v; want %v", err, io.EOF)
 			}
-			if err := <-written; err != nil {
-				t.Errorf("upstream write: got %v; want nil", err)
+			if werr != nil {
+				t.Errorf("upstream write: got %v; want nil", werr)
 			}
 			if shutdown {
 				if err := <-shut; err != nil {
@@ -390,6 +399,13 @@ func TestLaneLastCloseFrameCarriesFIN(t *testing.T) {
 // alone) c's socket has received.
 func bareSegmentsIn(t *testing.T, c *rawConn) uint32 {
 	t.Helper()
+	info := tcpInfoOf(t, c)
+	return info.Segs_in - info.Data_segs_in
+}
+
+// tcpInfoOf returns the kernel's TCP_INFO of c's socket.
+func tcpInfoOf(t *testing.T, c *rawConn) *unix.TCPInfo {
+	t.Helper()
 	raw, err := c.Conn.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatalf("SyscallConn: got %v; want nil", err)
@@ -402,5 +418,5 @@ func bareSegmentsIn(t *testing.T, c *rawConn) uint32 {
 	if ierr != nil {
 		t.Fatalf("TCP_INFO: got %v; want nil", ierr)
 	}
-	return info.Segs_in - info.Data_segs_in
+	return info
 }
