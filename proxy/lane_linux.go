@@ -98,6 +98,12 @@ type laneLoop struct {
 	// clients, and dueLines their log lines (faultDue); nil between.
 	due      []laneDue
 	dueLines *wave
+
+	// batch, while faultClient runs, has sendClose queue its frame in
+	// pending, which sendPending writes with sends, for the whole pass.
+	batch   bool
+	pending []*laneDir
+	sends   []evloop.Send
 }
 
 const laneReadSize = 64 << 10

@@ -349,6 +349,7 @@ type laneDue struct {
 // upstreamsDue carries out the faults of the timers just run on their
 // upstreams, and writes their log lines.
 func (ll *laneLoop) upstreamsDue() {
+	ll.sendPending()
 	due, lines := ll.due, ll.dueLines
 	ll.due, ll.dueLines = nil, nil
 	for _, d := range due {
@@ -430,10 +431,13 @@ func (ls *laneSession) carryOut(f laneFault, side side) {
 
 // faultClient begins f and carries it out on the client: the first of a
 // wave's two passes, which every fault on a loop is a part of (fireOnLoops,
-// faultDue).
+// faultDue). A close frame is queued, not written: the caller writes the
+// pass's frames together (sendPending) once it has queued them all.
 func (ls *laneSession) faultClient(f laneFault) {
 	ls.begin(f)
+	ls.ll.batch = true
 	ls.carryOut(f, sideClient)
+	ls.ll.batch = false
 }
 
 // faultUpstream carries out f, begun by faultClient, on the upstream,
@@ -460,7 +464,50 @@ func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode,
 		code, reason = closeGoingAway, "going away"
 	}
 	d.out, d.ownClose = closeFrame(side, code, reason), true
+	if ll := ls.ll; ll.batch {
+		ll.pending = append(ll.pending, d)
+		return
+	}
 	d.flush()
+}
+
+// sendPending writes the close frames faultClient queued with one
+// SendAll, then has each direction's flush take its write into account
+// (and write the rest, if the socket took only part). A pass's frames so
+// go in one syscall for each evloop.SendAllBatch of them, after the
+// pass's other work, during which no client woken by its frame can take
+// the loop's CPU: with 8,000 sessions on two loops, the last client had
+// its frame from a tick a median 94 ms after the tick was due, against
+// 134 ms written one by one (see "Close frames in batches" in the
+// README).
+func (ll *laneLoop) sendPending() {
+	if len(ll.pending) == 0 {
+		return
+	}
+	sends := ll.sends[:0]
+	for _, d := range ll.pending {
+		s := evloop.Send{Fd: -1}
+		if !d.ls.closed { // a timer run since may have ended the session
+			s = evloop.Send{Fd: d.ls.fds[d.dst], B: d.out, More: d.closeOut && d.endsHandshake()}
+		}
+		sends = append(sends, s)
+	}
+	ll.l.SendAll(sends)
+	for i, d := range ll.pending {
+		if d.ls.closed {
+			d.out, d.ownClose = nil, false
+		} else {
+			d.out = d.out[sends[i].N:]
+			d.flush()
+		}
+		sends[i], ll.pending[i] = evloop.Send{}, nil
+	}
+	if cap(sends) > evloop.SendAllBatch {
+		// A tick's: not kept for the next.
+		ll.sends, ll.pending = nil, nil
+		return
+	}
+	ll.sends, ll.pending = sends[:0], ll.pending[:0]
 }
 
 // fireOnLoops fires lr, a close, reset or drop rule, on the sessions of
@@ -521,6 +568,7 @@ func fireOnLoops(ss []*session, lr *liveRule) (int, []*session) {
 					ending = append(ending, ls)
 				}
 			}
+			ll.sendPending()
 			clients.Done()
 			clients.Wait()
 			for _, ls := range ending {

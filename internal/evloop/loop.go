@@ -66,6 +66,9 @@ type Loop struct {
 	epoch  time.Time // the loop's clock (clock) counts from here
 
 	noPwait2 bool // the kernel has no epoll_pwait2: waits are in milliseconds
+
+	ring   *ring // SendAll's, made at its first call
+	noRing bool  // io_uring is not to be had: SendAll calls sendto
 }
 
 const (
@@ -313,4 +316,8 @@ func (l *Loop) closeAll() {
 		l.fds.del(fd)
 	})
 	syscall.Close(l.epfd)
+	if l.ring != nil {
+		l.ring.close()
+		l.ring = nil
+	}
 }
