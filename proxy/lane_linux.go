@@ -99,14 +99,26 @@ type laneLoop struct {
 	due      []laneDue
 	dueLines *wave
 
-	// batch, while faultClient runs, has sendClose queue its frame in
-	// pending, which sendPending writes with sends, for the whole pass.
+	// Writes made together (sendPending): the close frames a wave's
+	// first pass queues (faultClient sets batch, and sendClose queues),
+	// and what relay read in a batch of events, copied to arena (used
+	// bytes of it so far) to be written after the batch. inArena tells
+	// which of pending write from arena; sending is set while
+	// sendPending writes.
 	batch   bool
 	pending []*laneDir
+	inArena []bool
 	sends   []evloop.Send
+	arena   []byte
+	used    int
+	sending bool
 }
 
 const laneReadSize = 64 << 10
+
+// laneArenaSize is how much of what a loop relays in one batch of events
+// waits to be written together: beyond it, relay writes at once.
+const laneArenaSize = 128 << 10
 
 // laneEvents is what a loop's sockets are registered for, edge-triggered.
 const laneEvents = uint32(syscall.EPOLLIN|syscall.EPOLLOUT|syscall.EPOLLRDHUP) | 1<<31 // EPOLLET
@@ -192,9 +204,10 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 	evloop.SetNoDelay(int(dfd))
 	ls := &lanes{p: p, g: g, q: q, lfd: int(dfd), laddr: ln.Addr(), up: up}
 	for _, l := range g.Loops() {
-		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), hs: map[*laneConn]struct{}{},
+		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), arena: make([]byte, laneArenaSize), hs: map[*laneConn]struct{}{},
 			sess: map[*laneSession]struct{}{}, accept: evloop.Accept, newConn: evloop.NewConn}
 		ll.acc = &laneAcceptor{ll: ll}
+		l.Submit(func() { l.AfterEvents(ll.sendPending) })
 		ls.loops = append(ls.loops, ll)
 	}
 	return ls, nil

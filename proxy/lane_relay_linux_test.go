@@ -420,3 +420,59 @@ func tcpInfoOf(t *testing.T, c *rawConn) *unix.TCPInfo {
 	}
 	return info
 }
+
+// TestLaneWritesOfOneBatch has the clients of many sessions on one loop
+// write at the same moment, so that the loop reads several in one batch
+// of events and writes what it read after the batch, from one buffer
+// (sendPending): each upstream must get its own client's messages, whole
+// and in order, and each client its upstream's answers.
+func TestLaneWritesOfOneBatch(t *testing.T) {
+	const sessions, rounds = 32, 20
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	addr, p := startProxy(t, up.URL, onLoops)
+	clients := make([]*rawConn, sessions)
+	upstreams := make([]*rawConn, sessions)
+	for i := range sessions {
+		clients[i], _ = dialRaw(t, addr, nil, nil)
+		upstreams[i] = up.accept(t)
+	}
+	if got := proxy.OnLoop(p); got != sessions {
+		t.Fatalf("sessions on loops: got %d; want %d", got, sessions)
+	}
+	// Lengths that differ by session and round put each message at
+	// another place in the loop's buffer.
+	message := func(who string, i, r int) []byte {
+		return append(fmt.Appendf(nil, "%s %d round %d ", who, i, r), bytes.Repeat([]byte{byte('a' + i%26)}, (i*37+r*11)%700)...)
+	}
+	for r := range rounds {
+		writes := make([]<-chan error, sessions)
+		for i, c := range clients {
+			writes[i] = writeAsync(c, c.frame(true, ws.OpBinary, message("client", i, r)))
+		}
+		for i, w := range writes {
+			if err := <-w; err != nil {
+				t.Fatalf("round %d: client %d: write: got %v; want nil", r, i, err)
+			}
+		}
+		for i, u := range upstreams {
+			want := message("client", i, r)
+			if got := u.readFrame(t); got.Header.OpCode != ws.OpBinary || !bytes.Equal(got.Payload, want) {
+				t.Fatalf("round %d: upstream %d: got %v %s; want binary %q", r, i, got.Header.OpCode, diffBytes(got.Payload, want), want[:20])
+			}
+		}
+		for i, u := range upstreams {
+			writes[i] = writeAsync(u, u.frame(true, ws.OpText, message("upstream", i, r)))
+		}
+		for i, w := range writes {
+			if err := <-w; err != nil {
+				t.Fatalf("round %d: upstream %d: write: got %v; want nil", r, i, err)
+			}
+		}
+		for i, c := range clients {
+			want := message("upstream", i, r)
+			if got := c.readFrame(t); got.Header.OpCode != ws.OpText || !bytes.Equal(got.Payload, want) {
+				t.Fatalf("round %d: client %d: got %v %s; want text %q", r, i, got.Header.OpCode, diffBytes(got.Payload, want), want[:20])
+			}
+		}
+	}
+}

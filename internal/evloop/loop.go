@@ -67,6 +67,8 @@ type Loop struct {
 
 	noPwait2 bool // the kernel has no epoll_pwait2: waits are in milliseconds
 
+	afterEvents func() // run after each batch of events (AfterEvents)
+
 	ring   *ring // SendAll's, made at its first call
 	noRing bool  // io_uring is not to be had: SendAll calls sendto
 }
@@ -251,6 +253,9 @@ func (l *Loop) run() {
 				empty = 0
 			}
 		}
+		if n > 0 && l.afterEvents != nil {
+			l.afterEvents()
+		}
 		l.runWork()
 		if l.runTimers() {
 			empty = 0
@@ -280,6 +285,11 @@ func (l *Loop) nextWait(empty int) (raw bool, d time.Duration, ms int) {
 	}
 	return false, 0, int((until - keepPFor) / time.Millisecond)
 }
+
+// AfterEvents has f run after each batch of events the loop handles,
+// before the work goroutines queued and the timers due: the handlers can
+// leave writes to it, to be made together. On the loop only.
+func (l *Loop) AfterEvents(f func()) { l.afterEvents = f }
 
 // runWork runs what goroutines have queued.
 func (l *Loop) runWork() {
