@@ -102,7 +102,8 @@ type laneLoop struct {
 	// Writes made together (sendPending): the close frames a wave's
 	// first pass queues (faultClient sets batch, and sendClose queues),
 	// and what relay read in a batch of events, copied to arena (used
-	// bytes of it so far) to be written after the batch. inArena tells
+	// bytes of it so far) to be written after the batch, once the loop
+	// runs sendPending after its batches (afterEvents). inArena tells
 	// which of pending write from arena; sending is set while
 	// sendPending writes.
 	batch   bool
@@ -112,6 +113,8 @@ type laneLoop struct {
 	arena   []byte
 	used    int
 	sending bool
+
+	afterEvents bool
 }
 
 const laneReadSize = 64 << 10
@@ -207,7 +210,10 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), arena: make([]byte, laneArenaSize), hs: map[*laneConn]struct{}{},
 			sess: map[*laneSession]struct{}{}, accept: evloop.Accept, newConn: evloop.NewConn}
 		ll.acc = &laneAcceptor{ll: ll}
-		l.Submit(func() { l.AfterEvents(ll.sendPending) })
+		l.Submit(func() {
+			l.AfterEvents(ll.sendPending)
+			ll.afterEvents = true
+		})
 		ls.loops = append(ls.loops, ll)
 	}
 	return ls, nil
