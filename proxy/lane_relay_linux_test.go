@@ -444,35 +444,28 @@ func TestLaneWritesOfOneBatch(t *testing.T) {
 	message := func(who string, i, r int) []byte {
 		return append(fmt.Appendf(nil, "%s %d round %d ", who, i, r), bytes.Repeat([]byte{byte('a' + i%26)}, (i*37+r*11)%700)...)
 	}
+	// exchange has every one of from write its message at once, then
+	// checks that each of to got its own.
+	exchange := func(r int, who string, op ws.OpCode, from, to []*rawConn) {
+		t.Helper()
+		writes := make([]<-chan error, len(from))
+		for i, c := range from {
+			writes[i] = writeAsync(c, c.frame(true, op, message(who, i, r)))
+		}
+		for i, w := range writes {
+			if err := <-w; err != nil {
+				t.Fatalf("round %d: %s %d: write: got %v; want nil", r, who, i, err)
+			}
+		}
+		for i, c := range to {
+			want := message(who, i, r)
+			if got := c.readFrame(t); got.Header.OpCode != op || !bytes.Equal(got.Payload, want) {
+				t.Fatalf("round %d: from %s %d: got %v %s; want %v %q", r, who, i, got.Header.OpCode, diffBytes(got.Payload, want), op, want[:20])
+			}
+		}
+	}
 	for r := range rounds {
-		writes := make([]<-chan error, sessions)
-		for i, c := range clients {
-			writes[i] = writeAsync(c, c.frame(true, ws.OpBinary, message("client", i, r)))
-		}
-		for i, w := range writes {
-			if err := <-w; err != nil {
-				t.Fatalf("round %d: client %d: write: got %v; want nil", r, i, err)
-			}
-		}
-		for i, u := range upstreams {
-			want := message("client", i, r)
-			if got := u.readFrame(t); got.Header.OpCode != ws.OpBinary || !bytes.Equal(got.Payload, want) {
-				t.Fatalf("round %d: upstream %d: got %v %s; want binary %q", r, i, got.Header.OpCode, diffBytes(got.Payload, want), want[:20])
-			}
-		}
-		for i, u := range upstreams {
-			writes[i] = writeAsync(u, u.frame(true, ws.OpText, message("upstream", i, r)))
-		}
-		for i, w := range writes {
-			if err := <-w; err != nil {
-				t.Fatalf("round %d: upstream %d: write: got %v; want nil", r, i, err)
-			}
-		}
-		for i, c := range clients {
-			want := message("upstream", i, r)
-			if got := c.readFrame(t); got.Header.OpCode != ws.OpText || !bytes.Equal(got.Payload, want) {
-				t.Fatalf("round %d: client %d: got %v %s; want text %q", r, i, got.Header.OpCode, diffBytes(got.Payload, want), want[:20])
-			}
-		}
+		exchange(r, "client", ws.OpBinary, clients, upstreams)
+		exchange(r, "upstream", ws.OpText, upstreams, clients)
 	}
 }
