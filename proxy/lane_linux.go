@@ -102,10 +102,9 @@ type laneLoop struct {
 	// Writes made together (sendPending): the close frames a wave's
 	// first pass queues (faultClient sets batch, and sendClose queues),
 	// and what relay read in a batch of events, copied to arena (used
-	// bytes of it so far) to be written after the batch, once the loop
-	// runs sendPending after its batches (afterEvents). inArena tells
-	// which of pending write from arena; sending is set while
-	// sendPending writes.
+	// bytes of it so far) to be written after the batch (the loop runs
+	// sendPending after each: startAccepting). inArena tells which of
+	// pending write from arena; sending is set while sendPending writes.
 	batch   bool
 	pending []*laneDir
 	inArena []bool
@@ -113,8 +112,6 @@ type laneLoop struct {
 	arena   []byte
 	used    int
 	sending bool
-
-	afterEvents bool
 }
 
 const laneReadSize = 64 << 10
@@ -210,20 +207,19 @@ func (p *Proxy) startLanes(ln net.Listener) (*lanes, error) {
 		ll := &laneLoop{ls: ls, l: l, buf: make([]byte, laneReadSize), arena: make([]byte, laneArenaSize), hs: map[*laneConn]struct{}{},
 			sess: map[*laneSession]struct{}{}, accept: evloop.Accept, newConn: evloop.NewConn}
 		ll.acc = &laneAcceptor{ll: ll}
-		l.Submit(func() {
-			l.AfterEvents(ll.sendPending)
-			ll.afterEvents = true
-		})
 		ls.loops = append(ls.loops, ll)
 	}
 	return ls, nil
 }
 
 // startAccepting puts the listener in every loop's set, unless
-// stopAccepting came first.
+// stopAccepting came first. Each loop is first told to make the writes
+// its sessions leave to the end of a batch of events (sendPending), so
+// that no session is on a loop before it is.
 func (ls *lanes) startAccepting() error {
 	errs := make(chan error, len(ls.loops))
 	ls.onLoops(func(ll *laneLoop) {
+		ll.l.AfterEvents(ll.sendPending)
 		if ll.stopd {
 			errs <- nil
 			return

@@ -476,7 +476,7 @@ func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode,
 // copies b to the loop's arena, which the next read may overwrite. False
 // if the arena has no room left: d writes b itself.
 func (ll *laneLoop) later(d *laneDir, b []byte) bool {
-	if !ll.afterEvents || ll.sending || len(ll.arena)-ll.used < len(b) {
+	if ll.sending || len(ll.arena)-ll.used < len(b) {
 		return false
 	}
 	a := ll.arena[ll.used : ll.used+len(b) : ll.used+len(b)]
