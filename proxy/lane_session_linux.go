@@ -712,7 +712,7 @@ func (d *laneDir) relay(trustShort bool) {
 		if errno == syscall.EAGAIN {
 			return
 		}
-		if trustShort && n < len(buf)-k {
+		if drained {
 			d.more = false
 			return
 		}

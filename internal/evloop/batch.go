@@ -19,6 +19,15 @@ type Send struct {
 	Errno syscall.Errno
 }
 
+// flags returns sendto's flags for s: those of Write, or of
+// WriteBeforeClose with More.
+func (s *Send) flags() int {
+	if s.More {
+		return syscall.MSG_NOSIGNAL | syscall.MSG_MORE
+	}
+	return syscall.MSG_NOSIGNAL
+}
+
 // SendAllBatch is how many writes SendAll makes in one syscall.
 const SendAllBatch = ringEntries
 
@@ -48,11 +57,7 @@ func (l *Loop) SendAll(sends []Send) {
 		if l.ring == nil {
 			for i := range sends[:k] {
 				s := &sends[i]
-				flags := syscall.MSG_NOSIGNAL
-				if s.More {
-					flags |= syscall.MSG_MORE
-				}
-				s.N, s.Errno = send(s.Fd, s.B, flags)
+				s.N, s.Errno = send(s.Fd, s.B, s.flags())
 				if s.N < 0 {
 					s.N = 0
 				}
@@ -190,12 +195,8 @@ func (r *ring) sendAll(sends []Send) bool {
 	for i := range sends {
 		s := &sends[i]
 		idx := (tail + uint32(i)) & r.sqMask
-		flags := uint32(syscall.MSG_NOSIGNAL | syscall.MSG_DONTWAIT)
-		if s.More {
-			flags |= syscall.MSG_MORE
-		}
 		e := &r.sqeSlice[idx]
-		*e = sqe{opcode: ioringOpSend, fd: int32(s.Fd), len: uint32(len(s.B)), msgFlags: flags, userData: uint64(i)}
+		*e = sqe{opcode: ioringOpSend, fd: int32(s.Fd), len: uint32(len(s.B)), msgFlags: uint32(s.flags() | syscall.MSG_DONTWAIT), userData: uint64(i)}
 		if len(s.B) > 0 {
 			e.addr = uint64(uintptr(unsafe.Pointer(&s.B[0])))
 		}
