@@ -544,6 +544,7 @@ type rawUpstream struct {
 type rawUpstreamOptions struct {
 	protocol   string // Sec-WebSocket-Protocol of the answer, if not empty
 	extensions string // Sec-WebSocket-Extensions of the answer, if not empty
+	waiting    int    // connections held for accept before more are closed; 16 if 0
 }
 
 // startRawUpstream starts an upstream that answers every upgrade with 101
@@ -552,9 +553,12 @@ type rawUpstreamOptions struct {
 func startRawUpstream(t testing.TB, opts rawUpstreamOptions) *rawUpstream {
 	t.Helper()
 	ln := listenLocal(t)
+	if opts.waiting == 0 {
+		opts.waiting = 16
+	}
 	up := &rawUpstream{
 		URL:   &url.URL{Scheme: "ws", Host: ln.Addr().String()},
-		conns: make(chan *rawConn, 16),
+		conns: make(chan *rawConn, opts.waiting),
 	}
 	var (
 		mu    sync.Mutex

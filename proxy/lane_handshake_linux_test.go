@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/wschaos/wschaos/proxy"
 )
 
@@ -566,5 +568,82 @@ func TestLaneHandOffFailsRefused(t *testing.T) {
 					e.Refusal, e.Status, e.Path, e.Why, e.Client, proxy.RefusedProxy, tc.wantPath, conn.LocalAddr())
 			}
 		})
+	}
+}
+
+// Handshakes under way together on a loop have their upgrade requests and
+// 101s written together, after the batch of events that made them, from
+// the loop's arena: each request reaches its own upstream whole, each
+// client gets its own 101, and the sessions pair each client with the
+// upstream its request named.
+func TestLaneHandshakesOfOneBatch(t *testing.T) {
+	const sessions = 48
+	up := startRawUpstream(t, rawUpstreamOptions{waiting: sessions})
+	addr, p := startProxy(t, up.URL, onLoops)
+	// Headers of lengths that differ by session put each request at
+	// another place in the arena.
+	extra := func(i int) http.Header {
+		return http.Header{
+			"X-Session": {strconv.Itoa(i)},
+			"X-Pad":     {strings.Repeat(string(rune('a'+i%26)), i*97%1500)},
+		}
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		t.Fatalf("parse %q: got %v; want nil", addr, err)
+	}
+	clients := make([]*rawConn, sessions)
+	for i := range clients {
+		conn, err := net.DialTimeout("tcp", u.Host, testTimeout)
+		if err != nil {
+			t.Fatalf("dial %s: got %v; want nil", u.Host, err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		clients[i] = &rawConn{Conn: conn, br: bufio.NewReader(conn), client: true}
+	}
+	// Every request goes before any is answered.
+	for i, c := range clients {
+		c.write(t, upgradeRequest(t, addr, extra(i)))
+	}
+	upstreams := make([]*rawConn, sessions)
+	for range sessions {
+		c := up.accept(t)
+		i, err := strconv.Atoi(c.req.Header.Get("X-Session"))
+		if err != nil || i < 0 || i >= sessions || upstreams[i] != nil {
+			t.Fatalf("upstream request's X-Session: got %q; want one of 0-%d, once each", c.req.Header.Get("X-Session"), sessions-1)
+		}
+		if got, want := c.req.Header.Get("X-Pad"), extra(i).Get("X-Pad"); got != want {
+			t.Fatalf("session %d: upstream request's X-Pad: got %d bytes; want %d", i, len(got), len(want))
+		}
+		upstreams[i] = c
+	}
+	for i, c := range clients {
+		c.SetReadDeadline(time.Now().Add(testTimeout))
+		resp, err := http.ReadResponse(c.br, nil)
+		c.SetReadDeadline(time.Time{})
+		if err != nil {
+			t.Fatalf("session %d: read upgrade response: got %v; want nil", i, err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("session %d: upgrade status: got %d; want 101", i, resp.StatusCode)
+		}
+		if got, want := resp.Header.Get("Sec-WebSocket-Accept"), acceptKey(testKey); got != want {
+			t.Fatalf("session %d: Sec-WebSocket-Accept: got %q; want %q", i, got, want)
+		}
+	}
+	if got := proxy.OnLoop(p); got != sessions {
+		t.Fatalf("sessions on loops: got %d; want %d", got, sessions)
+	}
+	for i := range sessions {
+		msg := fmt.Appendf(nil, "client %d", i)
+		clients[i].writeFrame(t, true, ws.OpText, msg)
+		if got := upstreams[i].readFrame(t); !bytes.Equal(got.Payload, msg) {
+			t.Fatalf("session %d: upstream read: got %q; want %q", i, got.Payload, msg)
+		}
+		msg = fmt.Appendf(nil, "upstream %d", i)
+		upstreams[i].writeFrame(t, true, ws.OpText, msg)
+		if got := clients[i].readFrame(t); !bytes.Equal(got.Payload, msg) {
+			t.Fatalf("session %d: client read: got %q; want %q", i, got.Payload, msg)
+		}
 	}
 }

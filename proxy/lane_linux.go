@@ -101,17 +101,19 @@ type laneLoop struct {
 
 	// Writes made together (sendPending): the close frames a wave's
 	// first pass queues (faultClient sets batch, and sendClose queues),
-	// and what relay read in a batch of events, copied to arena (used
-	// bytes of it so far) to be written after the batch (the loop runs
-	// sendPending after each: startAccepting). inArena tells which of
+	// and, copied to arena (used bytes of it so far) to be written after
+	// the batch of events that made them (the loop runs sendPending after
+	// each: startAccepting), what relay read, the clients' 101s and the
+	// upstreams' upgrade requests (requesting). inArena tells which of
 	// pending write from arena; sending is set while sendPending writes.
-	batch   bool
-	pending []*laneDir
-	inArena []bool
-	sends   []evloop.Send
-	arena   []byte
-	used    int
-	sending bool
+	batch      bool
+	pending    []*laneDir
+	inArena    []bool
+	requesting []*laneConn
+	sends      []evloop.Send
+	arena      []byte
+	used       int
+	sending    bool
 }
 
 const laneReadSize = 64 << 10
@@ -408,6 +410,7 @@ type laneConn struct {
 	exts     []httphead.Option
 	uhead    []byte
 	requests []byte    // the upgrade request, until written
+	queued   bool      // requests, in the loop's arena, waits for sendPending
 	deadline time.Time // the end of the upstream's handshake timeout
 	done     bool
 	// A socket whose last read was short, with no hang-up reported, has
@@ -682,15 +685,30 @@ func (c *laneConn) dial() {
 	}
 }
 
-// request writes the upgrade request to the upstream, just connected. It
-// is built in the loop's buffer; only what the socket does not take at
-// once is copied, to c.requests, for the next events to write.
+// request writes the upgrade request to the upstream, just connected, or
+// queues it for sendPending to write with the batch's other writes. It is
+// built in the loop's buffer; only what the socket does not take at once
+// is copied, to c.requests, for the next events to write.
 func (c *laneConn) request() {
-	target := joinedURL(c.ll.ls.p.Upstream, c.req.URL)
-	req := appendUpgradeRequestHead(c.ll.buf[:0], &target, c.nonce[:], c.protos, c.exts)
+	ll := c.ll
+	target := joinedURL(ll.ls.p.Upstream, c.req.URL)
+	req := appendUpgradeRequestHead(ll.buf[:0], &target, c.nonce[:], c.protos, c.exts)
 	req = appendForwardHeader(req, c.req, c.caddr, false)
 	req = append(req, "\r\n"...)
+	if b, ok := ll.stash(req); ok {
+		c.requests, c.queued = b, true
+		ll.requesting = append(ll.requesting, c)
+		return
+	}
 	n, errno := evloop.Write(c.ufd, req)
+	c.wrote(req, n, errno)
+}
+
+// wrote takes the first write of req, the upgrade request: n bytes taken,
+// or errno. What is left is copied to c.requests: req is in the loop's
+// buffer or arena.
+func (c *laneConn) wrote(req []byte, n int, errno syscall.Errno) {
+	c.requests = nil
 	switch {
 	case errno == syscall.EAGAIN:
 		n = 0
@@ -735,8 +753,8 @@ func (d *laneDialer) Ready(events uint32) {
 		}
 		d.connected = true
 		c.request()
-		if c.done {
-			return
+		if c.done || c.queued {
+			return // the answer comes after the request, with an event of its own
 		}
 	}
 	for len(c.requests) > 0 {

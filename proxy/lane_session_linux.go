@@ -264,10 +264,14 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	// The 101 goes out first; a client that takes less of it than that
 	// gets the rest before any frame. It is made in the loop's buffer,
 	// unused until run reads, and kept in its own if it is not all taken.
+	// With nothing behind it to relay yet, it waits for the batch's
+	// other writes (later).
 	d := &ls.dirs[1]
-	d.out = appendUpgradeAnswer(ll.buf[:0], c.req, answer)
-	if !d.flush() {
-		d.out = append([]byte(nil), d.out...)
+	if b := appendUpgradeAnswer(ll.buf[:0], c.req, answer); d.more || !ll.later(d, b) {
+		d.out = b
+		if !d.flush() {
+			d.out = append([]byte(nil), d.out...)
+		}
 	}
 	ls.markOpened()
 	s.announce()
@@ -476,14 +480,23 @@ func (ls *laneSession) sendClose(side side, to rules.Target, code ws.StatusCode,
 // copies b to the loop's arena, which the next read may overwrite. False
 // if the arena has no room left: d writes b itself.
 func (ll *laneLoop) later(d *laneDir, b []byte) bool {
+	a, ok := ll.stash(b)
+	if ok {
+		d.out = a
+		ll.queue(d, true)
+	}
+	return ok
+}
+
+// stash copies b to the loop's arena, for sendPending to write; false if
+// the arena has no room left, or sendPending is writing.
+func (ll *laneLoop) stash(b []byte) ([]byte, bool) {
 	if ll.sending || len(ll.arena)-ll.used < len(b) {
-		return false
+		return nil, false
 	}
 	a := ll.arena[ll.used : ll.used+len(b) : ll.used+len(b)]
 	ll.used += copy(a, b)
-	d.out = a
-	ll.queue(d, true)
-	return true
+	return a, true
 }
 
 // queue adds d, whose out is to be written, to the writes sendPending
@@ -509,7 +522,7 @@ func (ll *laneLoop) queue(d *laneDir, inArena bool) {
 // a fifth less CPU per round trip (see "Writes in batches" in the
 // README).
 func (ll *laneLoop) sendPending() {
-	if len(ll.pending) == 0 || ll.sending {
+	if len(ll.pending)+len(ll.requesting) == 0 || ll.sending {
 		return
 	}
 	ll.sending = true
@@ -522,7 +535,24 @@ func (ll *laneLoop) sendPending() {
 		}
 		sends = append(sends, s)
 	}
+	for _, c := range ll.requesting {
+		s := evloop.Send{Fd: -1}
+		if !c.done {
+			s = evloop.Send{Fd: c.ufd, B: c.requests}
+		}
+		sends = append(sends, s)
+	}
 	ll.l.SendAll(sends)
+	for i, c := range ll.requesting {
+		s := &sends[len(ll.pending)+i]
+		c.queued = false
+		if c.done {
+			c.requests = nil
+		} else {
+			c.wrote(c.requests, s.N, s.Errno)
+		}
+		*s, ll.requesting[i] = evloop.Send{}, nil
+	}
 	for i, d := range ll.pending {
 		if d.ls.closed {
 			d.out, d.ownClose = nil, false
@@ -537,10 +567,10 @@ func (ll *laneLoop) sendPending() {
 	ll.used = 0
 	if cap(sends) > evloop.SendAllBatch {
 		// A tick's: not kept for the next.
-		ll.sends, ll.pending, ll.inArena = nil, nil, nil
+		ll.sends, ll.pending, ll.inArena, ll.requesting = nil, nil, nil, nil
 		return
 	}
-	ll.sends, ll.pending, ll.inArena = sends[:0], ll.pending[:0], ll.inArena[:0]
+	ll.sends, ll.pending, ll.inArena, ll.requesting = sends[:0], ll.pending[:0], ll.inArena[:0], ll.requesting[:0]
 }
 
 // fireOnLoops fires lr, a close, reset or drop rule, on the sessions of
