@@ -158,6 +158,19 @@ func (s *session) afterDelay(sr *sessionRule) (d time.Duration, ok bool) {
 	return time.Until(sr.start.Add(lr.Delay(s.p.Seed, s.id))), true
 }
 
+// timesAfter reports whether an after rule is to fire on s. Its time
+// counts from attach, right before the client's 101, which must then
+// leave at once: a 101 left to the end of a loop's batch of events would
+// reach the client later, and the close early by as much.
+func (s *session) timesAfter() bool {
+	for _, sr := range *s.rules.Load() {
+		if sr.hit && sr.lr.Trigger == rules.After {
+			return true
+		}
+	}
+	return false
+}
+
 func containsRule(list []*sessionRule, sr *sessionRule) bool {
 	for _, x := range list {
 		if x == sr {

@@ -233,6 +233,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	// stays on its loop under any rule but those that act in the copiers
 	// (needsCopiers); one that fires has it leave its loop first. A reload
 	// from now on finds the session listed, and attaches it itself.
+	timed := false
 	if len(p.engine.gen.Load().rules) > 0 {
 		if s.attachRules(); s.listNeedsCopiers() {
 			// openOnGoroutines attaches it again, keeping each rule's
@@ -240,6 +241,7 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 			c.openOnGoroutines(s, ls, appendUpgradeAnswer(nil, c.req, answer), upending)
 			return nil
 		}
+		timed = s.timesAfter()
 	}
 	for i := range ls.dirs {
 		d := &ls.dirs[i]
@@ -265,9 +267,10 @@ func newLaneSession(c *laneConn, hs ws.Handshake, answer http.Header, upending [
 	// gets the rest before any frame. It is made in the loop's buffer,
 	// unused until run reads, and kept in its own if it is not all taken.
 	// With nothing behind it to relay yet, it waits for the batch's
-	// other writes (later).
+	// other writes (later), unless an after rule's time counts from it
+	// (timesAfter).
 	d := &ls.dirs[1]
-	if b := appendUpgradeAnswer(ll.buf[:0], c.req, answer); d.more || !ll.later(d, b) {
+	if b := appendUpgradeAnswer(ll.buf[:0], c.req, answer); d.more || timed || !ll.later(d, b) {
 		d.out = b
 		if !d.flush() {
 			d.out = append([]byte(nil), d.out...)
@@ -507,11 +510,12 @@ func (ll *laneLoop) queue(d *laneDir, inArena bool) {
 }
 
 // sendPending makes, with one SendAll, the writes queued since it last
-// ran: the close frames of a wave's first pass (faultClient) and what
-// relay read in the batch of events just handled (later). Each
-// direction's flush then takes its write into account, and writes the
-// rest if the socket took only part, which is copied out of the arena if
-// it must wait.
+// ran: the close frames of a wave's first pass (faultClient), and what
+// relay read in the batch of events just handled, the batch's 101s
+// (later) and its upgrade requests (request). Each direction's flush,
+// and each handshake's wrote, then takes its write into account; what a
+// socket did not take is copied out of the arena to wait for its
+// writability.
 //
 // Written together, the writes go in one syscall for each
 // evloop.SendAllBatch of them, during which no peer woken by one can
