@@ -122,7 +122,15 @@ func afterPrecision(ctx context.Context, e *env, w *wschaosProc, rep *report) {
 	}
 	slices.Sort(samples)
 	slices.Sort(readSamples)
-	note := closeNote(fmt.Sprintf("kernel receive times; min %.2f ms, max %.2f ms", ms(samples[0]), ms(samples[len(samples)-1])),
+	// An early close is as wrong as a late one: the signed percentiles
+	// below do not show it, the one of the sizes does.
+	sizes := make([]time.Duration, len(samples))
+	for i, e := range samples {
+		sizes[i] = max(e, -e)
+	}
+	slices.Sort(sizes)
+	note := closeNote(fmt.Sprintf("kernel receive times; min %.2f ms, max %.2f ms, p99 of the error's size %.2f ms",
+		ms(samples[0]), ms(samples[len(samples)-1]), ms(percentile(sizes, 0.99))),
 		unstamped.Load(), wrong.Load(), &f, n)
 	rep.add("faults", "after 1s: close error p50", "wschaos", ms(percentile(samples, 0.50)), note)
 	rep.add("faults", "after 1s: close error p99", "wschaos", ms(percentile(samples, 0.99)),
