@@ -69,8 +69,9 @@ type Loop struct {
 
 	afterEvents func() // run after each batch of events (AfterEvents)
 
-	ring   *ring // SendAll's, made at its first call
-	noRing bool  // io_uring is not to be had: SendAll calls sendto
+	set    uint64 // timers set so far (After, Reset): see runTimers
+	ring   *ring  // SendAll's, made at its first call
+	noRing bool   // io_uring is not to be had: SendAll calls sendto
 }
 
 const (
@@ -95,6 +96,11 @@ const (
 	// process takes milliseconds. An idle loop waits through the runtime
 	// until keepPFor before its next timer, then keeping its P.
 	keepPFor = 2 * time.Millisecond
+	// timerSlack is how early a timer may run: the timers due within it
+	// of a timer that runs run with it, so that a burst of them is one
+	// pass, its writes one SendAll, rather than a pass each, every one
+	// of which may lose the CPU to a peer it woke.
+	timerSlack = 250 * time.Microsecond
 )
 
 // Group is a set of loops.

@@ -13,6 +13,7 @@ import (
 // loop's epoll timeout is the time until its next timer.
 type Timer struct {
 	when  time.Duration // on the loop's clock
+	set   uint64        // the loop's count of timers set when this one was
 	f     func()
 	index int // in the loop's heap; -1 when not in it
 	loop  *Loop
@@ -44,7 +45,8 @@ func (h *timerHeap) Pop() any {
 // After schedules f to run on the loop once d has passed. It must be
 // called on the loop: from a handler, a timer or queued work.
 func (l *Loop) After(d time.Duration, f func()) *Timer {
-	t := &Timer{when: l.clock() + d, f: f, loop: l}
+	t := &Timer{when: l.clock() + d, set: l.set, f: f, loop: l}
+	l.set++
 	heap.Push(&l.timers, t)
 	return t
 }
@@ -53,6 +55,8 @@ func (l *Loop) After(d time.Duration, f func()) *Timer {
 // run or was stopped. On the loop only.
 func (t *Timer) Reset(d time.Duration) {
 	t.when = t.loop.clock() + d
+	t.set = t.loop.set
+	t.loop.set++
 	if t.index >= 0 {
 		heap.Fix(&t.loop.timers, t.index)
 		return
@@ -98,15 +102,21 @@ func (l *Loop) timerDue(start *time.Duration, i int) bool {
 	return l.timers[0].when-*start < nearTimer || i%timerCheckEvery == timerCheckEvery-1
 }
 
-// runTimers runs the timers that are due, then what they queued with
-// Then; it reports whether any ran.
+// runTimers runs the timers that are due, with those due within
+// timerSlack of them, then what they queued with Then; it reports whether
+// any ran. A timer set while they run is not run early, and ends the
+// early runs where it comes: a timer set to run at once (After(0)) runs
+// after the loop has looked at its sockets, as it did without the slack.
 func (l *Loop) runTimers() bool {
 	if len(l.timers) == 0 {
 		return false
 	}
+	now, set := l.clock(), l.set
+	if l.timers[0].when > now {
+		return false
+	}
 	ran := false
-	now := l.clock()
-	for len(l.timers) > 0 && l.timers[0].when <= now {
+	for len(l.timers) > 0 && (l.timers[0].when <= now || l.timers[0].when <= now+timerSlack && l.timers[0].set < set) {
 		t := heap.Pop(&l.timers).(*Timer)
 		t.f()
 		ran = true

@@ -409,3 +409,43 @@ func TestThen(t *testing.T) {
 		t.Errorf("got %q; want %q", order, want)
 	}
 }
+
+// A pass over due timers also runs those due within timerSlack of it, but
+// not one due later, nor one set during the pass, and no pass runs a
+// timer early while none is due.
+func TestTimerSlack(t *testing.T) {
+	g := newGroup(t, 1)
+	l := g.loops[0]
+	onLoop(t, l, func() {
+		var ran []string
+		note := func(name string) func() { return func() { ran = append(ran, name) } }
+		alone := l.After(timerSlack*4/5, note("alone"))
+		l.runTimers()
+		if len(ran) > 0 && l.clock() < alone.when {
+			t.Errorf("with no timer due, a pass ran %q early", ran)
+		}
+		alone.Stop()
+
+		ran = nil
+		l.After(0, note("due"))
+		l.After(timerSlack-10*time.Microsecond, note("within the slack"))
+		later := l.After(50*time.Millisecond, note("later"))
+		l.runTimers()
+		if want := []string{"due", "within the slack"}; !slices.Equal(ran, want) {
+			t.Errorf("the pass ran %q; want %q", ran, want)
+		}
+		later.Stop()
+
+		ran = nil
+		var set *Timer
+		l.After(0, func() {
+			ran = append(ran, "due")
+			set = l.After(time.Microsecond, note("set during the pass"))
+		})
+		l.runTimers()
+		if want := []string{"due"}; !slices.Equal(ran, want) {
+			t.Errorf("the pass ran %q; want %q", ran, want)
+		}
+		set.Stop()
+	})
+}
