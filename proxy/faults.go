@@ -101,8 +101,8 @@ func (s *session) attachRules() {
 			}
 			// A rule's time counts from the session's opening (attach
 			// runs right before the client's 101, the upstream already
-			// answered) or, for a session older than the rule, from the
-			// rule's load.
+			// answered, and openRules moves it to the 101's write) or,
+			// for a session older than the rule, from the rule's load.
 			if now.IsZero() {
 				now = time.Now()
 			}
@@ -159,9 +159,10 @@ func (s *session) afterDelay(sr *sessionRule) (d time.Duration, ok bool) {
 }
 
 // timesAfter reports whether an after rule is to fire on s. Its time
-// counts from attach, right before the client's 101, which must then
-// leave at once: a 101 left to the end of a loop's batch of events would
-// reach the client later, and the close early by as much.
+// counts from the session's opening, which a loop marks (openRules) right
+// after it has written the client's 101 or left it to the end of the
+// batch of events: such a 101 must leave at once, or it would reach the
+// client later, and the close early by as much.
 func (s *session) timesAfter() bool {
 	for _, sr := range *s.rules.Load() {
 		if sr.hit && sr.lr.Trigger == rules.After {

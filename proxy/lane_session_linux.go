@@ -289,6 +289,7 @@ func (ls *laneSession) markOpened() {
 	s := ls.s
 	s.mu.Lock()
 	s.opened = true
+	s.openRules(time.Now())
 	list := *s.rules.Load()
 	s.mu.Unlock()
 	for _, sr := range list {

@@ -75,6 +75,11 @@ func TestSetRulesKeepsUnchangedRules(t *testing.T) {
 		addr, p, ev := startRules(t, startGorillaEcho(t), compileRules(t, false, a))
 		dial := time.Now()
 		c, _ := dialRaw(t, addr, nil, nil)
+		// The rule's time is set once the session has opened, which the
+		// echo follows.
+		if got := probe(t, c, "opened"); !got.echoed {
+			t.Fatalf("probe: got close %d; want the echo", got.code)
+		}
 		before := firesAt(t, p, 1, "a")
 		time.Sleep(after / 2)
 

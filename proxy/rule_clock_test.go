@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"testing"
+	"time"
 
 	"github.com/wschaos/wschaos/rules"
 )
@@ -33,6 +34,33 @@ func TestTimesAfter(t *testing.T) {
 			s.rules.Store(&tt.list)
 			if got := s.timesAfter(); got != tt.want {
 				t.Errorf("timesAfter: got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A rule attached before the session opened counts its time from the
+// opening; one loaded after that moment keeps its own start.
+func TestOpenRules(t *testing.T) {
+	opened := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		start time.Time
+		want  time.Time
+	}{
+		{"attached before the 101", opened.Add(-3 * time.Millisecond), opened},
+		{"attached at the opening", opened, opened},
+		{"loaded after it", opened.Add(time.Millisecond), opened.Add(time.Millisecond)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sr := &sessionRule{lr: &liveRule{Rule: &rules.Rule{Trigger: rules.After}}, hit: true, start: tt.start}
+			list := []*sessionRule{sr}
+			s := &session{}
+			s.rules.Store(&list)
+			s.openRules(opened)
+			if !sr.start.Equal(tt.want) {
+				t.Errorf("start: got %v; want %v", sr.start, tt.want)
 			}
 		})
 	}
