@@ -205,10 +205,11 @@ func (s *session) markOpened() {
 }
 
 // openRules has the time of every rule attached before the session opened
-// count from its opening, at now, once the client's 101 is written: attach
-// runs before the 101, and a time counted from there would have the rule
-// fire early by however long the 101 then took (the loop's thread losing
-// its CPU, a collection's pause). s.mu is held.
+// count from its opening, at now: once the client's 101 is written (or,
+// for a session a loop hands to goroutines, given to the copier that
+// writes it first). Attach runs before the 101, and a time counted from
+// there would have the rule fire early by however long the 101 then took
+// (the loop's thread losing its CPU, a collection's pause). s.mu is held.
 func (s *session) openRules(now time.Time) {
 	for _, sr := range *s.rules.Load() {
 		if sr.start.Before(now) {
