@@ -115,11 +115,10 @@ func (l *Loop) runTimers() bool {
 	if l.timers[0].when > now {
 		return false
 	}
-	ran := false
+	// The first timer is due: the loop runs at least it.
 	for len(l.timers) > 0 && (l.timers[0].when <= now || l.timers[0].when <= now+timerSlack && l.timers[0].set < set) {
 		t := heap.Pop(&l.timers).(*Timer)
 		t.f()
-		ran = true
 	}
 	for len(l.then) > 0 {
 		then := l.then
@@ -128,7 +127,7 @@ func (l *Loop) runTimers() bool {
 			f()
 		}
 	}
-	return ran
+	return true
 }
 
 // Then queues f to run once the timer running now, and every other timer
