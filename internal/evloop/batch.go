@@ -161,18 +161,18 @@ func newRing() (*ring, syscall.Errno) {
 	}
 	var err error
 	if r.sq, err = syscall.Mmap(r.fd, ioringOffSQRing, sqSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE); err != nil {
-		syscall.Close(r.fd)
+		r.close()
 		return nil, syscall.ENOMEM
 	}
 	r.cq = r.sq
 	if !single {
 		if r.cq, err = syscall.Mmap(r.fd, ioringOffCQRing, cqSize, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE); err != nil {
-			syscall.Close(r.fd)
+			r.close()
 			return nil, syscall.ENOMEM
 		}
 	}
 	if r.sqes, err = syscall.Mmap(r.fd, ioringOffSQEs, int(p.sqEntries)*int(unsafe.Sizeof(sqe{})), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE); err != nil {
-		syscall.Close(r.fd)
+		r.close()
 		return nil, syscall.ENOMEM
 	}
 	r.sqHead = (*uint32)(unsafe.Pointer(&r.sq[p.sqOff.head]))
@@ -231,12 +231,17 @@ func (r *ring) sendAll(sends []Send) bool {
 	return true
 }
 
-// close unmaps the ring and closes its descriptor.
+// close unmaps what of the ring is mapped and closes its descriptor: the
+// whole of it, or what newRing had mapped when a mapping failed.
 func (r *ring) close() {
-	syscall.Munmap(r.sqes)
-	if &r.cq[0] != &r.sq[0] {
+	if r.sqes != nil {
+		syscall.Munmap(r.sqes)
+	}
+	if r.cq != nil && &r.cq[0] != &r.sq[0] {
 		syscall.Munmap(r.cq)
 	}
-	syscall.Munmap(r.sq)
+	if r.sq != nil {
+		syscall.Munmap(r.sq)
+	}
 	syscall.Close(r.fd)
 }
