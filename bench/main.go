@@ -55,6 +55,8 @@ type options struct {
 	connCount    int
 	connDialers  int
 	connDuration time.Duration
+	connSlice    time.Duration
+	connSettle   time.Duration
 
 	faultAfter  int
 	faultEvery  int
@@ -91,6 +93,8 @@ var quickSizes = map[string]string{
 	"conn-count":    "1000",
 	"conn-dialers":  "50",
 	"conn-duration": "3s",
+	"conn-slice":    "300ms",
+	"conn-settle":   "100ms",
 	"fault-after":   "200",
 	"fault-every":   "200",
 	"every-period":  "1s",
@@ -126,6 +130,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.connCount, "conn-count", 20000, "connect rate: sessions to open (at most)")
 	fs.IntVar(&o.connDialers, "conn-dialers", 200, "connect rate: concurrent dialers")
 	fs.DurationVar(&o.connDuration, "conn-duration", 20*time.Second, "connect rate: at most this long")
+	fs.DurationVar(&o.connSlice, "conn-slice", 500*time.Millisecond, "connect rate: every target up at once and measured in turn, in windows this long, each after -conn-settle; 0: each target's connect in its turn, with its other workloads")
+	fs.DurationVar(&o.connSettle, "conn-settle", 200*time.Millisecond, "connect rate: how long a slice's dialers run before its window opens")
 
 	fs.IntVar(&o.faultAfter, "fault-after", 1000, "fault precision: sessions closed by an after = \"1s\" rule")
 	fs.IntVar(&o.faultEvery, "fault-every", 8000, "fault precision: sessions closed at once by an every rule's tick")
@@ -169,6 +175,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("connection and dialer counts must be at least 1")
 	case o.latSize < 1, o.tputSize < 1:
 		return nil, errors.New("message sizes must be at least 1 byte")
+	case o.connSlice < 0, o.connSettle < 0:
+		return nil, errors.New("-conn-slice and -conn-settle must not be negative")
 	}
 	return o, nil
 }
@@ -230,6 +238,9 @@ func runHarness(o *options) int {
 				break
 			}
 			runTarget(ctx, env, t, rep)
+		}
+		if o.connSlice > 0 && env.wantsLoad("connect") && ctx.Err() == nil {
+			connectInterleaved(ctx, env, targets, rep)
 		}
 		// Whichever target runs first or last in a round does so only
 		// every other round.

@@ -218,9 +218,11 @@ func (e *env) startWschaos(ctx context.Context, name, cfgText string) (*wschaosP
 			w.errs.add(string(line))
 		}
 	}}
+	// The admin API on a port of its own: the interleaved connect runs
+	// both wschaos targets at once, and 8081 may be taken.
 	cmd := exec.Command(e.wschaosBin, "run", "--config", cfg, "--listen", listen,
 		"--upstream", fmt.Sprintf("ws://127.0.0.1:%d/", e.echoPort[name]),
-		"--log-format", "json", "--log-level", level)
+		"--admin-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", level)
 	cmd.Stderr = lw
 	c, err := startChild(name, cmd, e.cpus.proxyCPUs())
 	if err != nil {

@@ -24,6 +24,9 @@ var allWorkloads = []string{"latency", "throughput", "idle", "connect", "faults"
 func runTarget(ctx context.Context, e *env, t *target, rep *report) {
 	loads := []string{}
 	for _, w := range []string{"idle", "latency", "throughput", "connect"} {
+		if w == "connect" && e.o.connSlice > 0 {
+			continue // all targets at once: connectInterleaved
+		}
 		if e.wantsLoad(w) {
 			loads = append(loads, w)
 		}
