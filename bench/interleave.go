@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -65,27 +66,9 @@ func connectInterleaved(ctx context.Context, e *env, targets []*target, rep *rep
 		}
 	}()
 	for _, t := range targets {
-		if t.missing != nil {
-			status := statusMissing
-			if t.name == "wschaos" || t.name == "wschaos-rules" {
-				status = statusError
-			}
-			rep.markAll("connect", t.name, status, t.missing.Error())
-			continue
+		if inst := startTarget(ctx, e, t, rep, "connect"); inst != nil {
+			runs = append(runs, &connRun{name: t.name, inst: inst, proxyOK: inst.pids != nil, harnessOK: true})
 		}
-		logf("%s: starting for connect", t.name)
-		inst, err := t.start(ctx)
-		if err == nil {
-			if err = smoke(ctx, e, inst); err != nil {
-				inst.stop()
-			}
-		}
-		if err != nil {
-			rep.markAll("connect", t.name, statusError, "start: "+err.Error())
-			logf("%s: %v", t.name, err)
-			continue
-		}
-		runs = append(runs, &connRun{name: t.name, inst: inst, proxyOK: inst.pids != nil, harnessOK: true})
 	}
 	payload := []byte("0123456789abcdef0123456789abcdef")
 	frame := clientFrame(ws.OpText, payload)
@@ -94,7 +77,7 @@ func connectInterleaved(ctx context.Context, e *env, targets []*target, rep *rep
 	// the proxy its own.
 	for _, r := range runs {
 		logf("%s: connect warm-up", r.name)
-		dialFor(ctx, e, r.inst.url+"/bench/connect", frame, len(payload), time.Now().Add(e.o.warmup), &failures{})
+		dialFor(ctx, e, r.inst.url+"/bench/connect", frame, len(payload), time.Now().Add(e.o.warmup), nil, &failures{})
 	}
 	logf("connect: slices of %s after %s settling, the targets interleaved", e.o.connSlice, e.o.connSettle)
 	for cycle := 0; ctx.Err() == nil && len(runs) > 0; cycle++ {
@@ -131,7 +114,7 @@ func (r *connRun) slice(ctx context.Context, e *env, frame []byte, want int) {
 	wg.Add(1)
 	go func() { // the slice's dialers: end with the window
 		defer wg.Done()
-		got = dialFor(ctx, e, r.inst.url+"/bench/connect", frame, want, end, &r.f)
+		got = dialFor(ctx, e, r.inst.url+"/bench/connect", frame, want, end, nil, &r.f)
 	}()
 	sleepCtx(ctx, time.Until(start.Add(e.o.connSettle)))
 	from := time.Now()
@@ -183,8 +166,12 @@ func (r *connRun) report(e *env, rep *report) {
 		return
 	}
 	slices.Sort(r.samples)
-	note := fmt.Sprintf("%d sessions in %d windows of %s (%s in all), %d dialers, interleaved with the other targets",
-		n, r.slices, e.o.connSlice, r.window.Round(time.Millisecond), e.o.connDialers)
+	windows := "windows"
+	if r.slices == 1 {
+		windows = "window"
+	}
+	note := fmt.Sprintf("%d sessions in %d %s of %s (%s in all), %d dialers, interleaved with the other targets",
+		n, r.slices, windows, e.o.connSlice, r.window.Round(time.Millisecond), e.o.connDialers)
 	if fn := r.f.note(int64(n) + r.f.n.Load()); fn != "" {
 		note += "; " + fn
 	}
@@ -212,17 +199,18 @@ type echoed struct {
 	took time.Duration
 }
 
-// dialFor runs the workload's dialers until end: each dials url,
-// upgrades, echoes frame (want bytes back) and closes gracefully, again
-// and again. It returns each dialer's first echoes.
-func dialFor(ctx context.Context, e *env, url string, frame []byte, want int, end time.Time, f *failures) [][]echoed {
+// dialFor runs the workload's dialers until end, or until left (if not
+// nil) runs out: each dials url, upgrades, echoes frame (want bytes back)
+// and closes gracefully, again and again. It returns each dialer's first
+// echoes.
+func dialFor(ctx context.Context, e *env, url string, frame []byte, want int, end time.Time, left *atomic.Int64, f *failures) [][]echoed {
 	all := make([][]echoed, e.o.connDialers)
 	var wg sync.WaitGroup
 	for i := range e.o.connDialers {
 		wg.Add(1)
-		go func() { // a bench dialer: ends at end
+		go func() { // a bench dialer: ends at end, or when left runs out
 			defer wg.Done()
-			for time.Now().Before(end) && ctx.Err() == nil {
+			for (left == nil || left.Add(-1) >= 0) && time.Now().Before(end) && ctx.Err() == nil {
 				t0 := time.Now()
 				c, err := e.dialer.dial(ctx, url, 10*time.Second)
 				if err != nil {

@@ -34,30 +34,8 @@ func runTarget(ctx context.Context, e *env, t *target, rep *report) {
 	if len(loads) == 0 {
 		return
 	}
-	if t.missing != nil {
-		status := statusMissing
-		if t.name == "wschaos" || t.name == "wschaos-rules" {
-			status = statusError
-		}
-		for _, w := range loads {
-			rep.markAll(w, t.name, status, t.missing.Error())
-		}
-		logf("%s: %s: %v", t.name, status, t.missing)
-		return
-	}
-	logf("%s: starting", t.name)
-	inst, err := t.start(ctx)
-	if err == nil {
-		err = smoke(ctx, e, inst)
-		if err != nil {
-			inst.stop()
-		}
-	}
-	if err != nil {
-		for _, w := range loads {
-			rep.markAll(w, t.name, statusError, "start: "+err.Error())
-		}
-		logf("%s: %v", t.name, err)
+	inst := startTarget(ctx, e, t, rep, loads...)
+	if inst == nil {
 		return
 	}
 	defer inst.stop()
@@ -82,6 +60,38 @@ func runTarget(ctx context.Context, e *env, t *target, rep *report) {
 			logf("%s: still %d descriptors open after %s (%d before)", t.name, n, w, baseFDs)
 		}
 	}
+}
+
+// startTarget starts t and checks it with smoke; it returns nil, with
+// every figure of loads marked, if t is missing or fails to start.
+func startTarget(ctx context.Context, e *env, t *target, rep *report, loads ...string) *instance {
+	if t.missing != nil {
+		status := statusMissing
+		if t.name == "wschaos" || t.name == "wschaos-rules" {
+			status = statusError
+		}
+		for _, w := range loads {
+			rep.markAll(w, t.name, status, t.missing.Error())
+		}
+		logf("%s: %s: %v", t.name, status, t.missing)
+		return nil
+	}
+	logf("%s: starting", t.name)
+	inst, err := t.start(ctx)
+	if err == nil {
+		err = smoke(ctx, e, inst)
+		if err != nil {
+			inst.stop()
+		}
+	}
+	if err != nil {
+		for _, w := range loads {
+			rep.markAll(w, t.name, statusError, "start: "+err.Error())
+		}
+		logf("%s: %v", t.name, err)
+		return nil
+	}
+	return inst
 }
 
 // smoke checks that a message goes through the target and back.
@@ -384,52 +394,24 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 	url := inst.url + "/bench/connect"
 	payload := []byte("0123456789abcdef0123456789abcdef")
 	frame := clientFrame(ws.OpText, payload)
-	// dialers opens sessions on every dialer until end or until left runs
-	// out, and returns each dialer's connect-to-first-echo times.
-	dialers := func(left *atomic.Int64, end time.Time, f *failures) [][]time.Duration {
-		all := make([][]time.Duration, e.o.connDialers)
-		var wg sync.WaitGroup
-		for i := range e.o.connDialers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var samples []time.Duration
-				for left.Add(-1) >= 0 && time.Now().Before(end) && ctx.Err() == nil {
-					t0 := time.Now()
-					c, err := e.dialer.dial(ctx, url, 10*time.Second)
-					if err != nil {
-						f.add(err)
-						continue
-					}
-					if err := c.echo(frame, len(payload), 10*time.Second); err != nil {
-						f.add(err)
-						c.c.Close()
-						continue
-					}
-					samples = append(samples, time.Since(t0))
-					c.closeGracefully(5 * time.Second)
-				}
-				all[i] = samples
-			}()
-		}
-		wg.Wait()
-		return all
-	}
 	// The warm-up opens sessions the same way, unmeasured, so that the
 	// harness's own first-time costs (its dialers' stacks and heap) do not
 	// fall on whichever target runs first.
-	var warm atomic.Int64
-	warm.Store(int64(e.o.connCount))
-	dialers(&warm, time.Now().Add(e.o.warmup), &failures{})
+	dialFor(ctx, e, url, frame, len(payload), time.Now().Add(e.o.warmup), nil, &failures{})
 
 	var f failures
 	var left atomic.Int64
 	left.Store(int64(e.o.connCount))
 	start := time.Now()
 	cpu, hcpu := startCPU(inst.pids), startCPU(e.harnessPIDs)
-	all := dialers(&left, start.Add(e.o.connDuration), &f)
+	all := dialFor(ctx, e, url, frame, len(payload), start.Add(e.o.connDuration), &left, &f)
 	elapsed := time.Since(start)
-	samples := slices.Concat(all...)
+	var samples []time.Duration
+	for _, d := range all {
+		for _, s := range d {
+			samples = append(samples, s.took)
+		}
+	}
 	cpuFigures := measureCPU(cpu, hcpu, len(samples))
 	if len(samples) == 0 {
 		rep.markAll("connect", name, statusError, "no session opened: "+f.note(int64(e.o.connCount)))
