@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -47,33 +48,46 @@ func TestAppendCounted(t *testing.T) {
 	})
 }
 
-func TestCycleOrder(t *testing.T) {
-	runs := []string{"direct", "wschaos", "nginx"}
-	var seq []string
-	for cycle := range 4 {
-		seq = append(seq, cycleOrder(runs, cycle)...)
-	}
-	want := []string{
-		"direct", "wschaos", "nginx",
-		"nginx", "wschaos", "direct",
-		"direct", "wschaos", "nginx",
-		"nginx", "wschaos", "direct",
-	}
-	if !slices.Equal(seq, want) {
-		t.Errorf("got %v; want %v", seq, want)
-	}
-	if !slices.Equal(runs, []string{"direct", "wschaos", "nginx"}) {
-		t.Errorf("runs changed to %v", runs)
-	}
-	// Over two cycles every target runs right after each of its
-	// neighbours once (a target's slices follow whatever ran before).
-	after := map[[2]string]int{}
-	for i := 1; i < 6; i++ {
-		after[[2]string{seq[i-1], seq[i]}]++
-	}
-	for _, p := range [][2]string{{"direct", "wschaos"}, {"nginx", "wschaos"}} {
-		if after[p] != 1 {
-			t.Errorf("%s then %s: got %d times; want 1", p[0], p[1], after[p])
-		}
+func TestSliceOrder(t *testing.T) {
+	for n := range 7 {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			seq := sliceOrder(n)
+			want := n * (n - 1)
+			if n == 1 {
+				want = 1
+			}
+			if len(seq) != want {
+				t.Fatalf("got %d slices %v; want %d", len(seq), seq, want)
+			}
+			if n < 2 {
+				return
+			}
+			if seq[0] != 0 {
+				t.Errorf("got first %d; want 0", seq[0])
+			}
+			slicesOf := make([]int, n)
+			follows := map[[2]int]int{}
+			for i, v := range seq {
+				slicesOf[v]++
+				// The block repeats: its last slice precedes its first.
+				follows[[2]int{seq[(i+len(seq)-1)%len(seq)], v}]++
+			}
+			for v, c := range slicesOf {
+				if c != n-1 {
+					t.Errorf("target %d: got %d slices; want %d", v, c, n-1)
+				}
+			}
+			for a := range n {
+				for b := range n {
+					want := 1
+					if a == b {
+						want = 0
+					}
+					if got := follows[[2]int{a, b}]; got != want {
+						t.Errorf("%d then %d: got %d times; want %d (%v)", a, b, got, want, seq)
+					}
+				}
+			}
+		})
 	}
 }

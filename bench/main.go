@@ -44,6 +44,8 @@ type options struct {
 	latSize     int
 	latDuration time.Duration
 	latMax      int
+	latSlice    time.Duration
+	latSettle   time.Duration
 
 	tputConns    int
 	tputSize     int
@@ -87,6 +89,8 @@ var quickSizes = map[string]string{
 	"lat-conns":     "8",
 	"lat-duration":  "1500ms",
 	"lat-max":       "200000",
+	"lat-slice":     "300ms",
+	"lat-settle":    "100ms",
 	"tput-conns":    "8",
 	"tput-duration": "1500ms",
 	"idle-sessions": "200",
@@ -119,6 +123,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.latSize, "lat-size", 1024, "latency: text message size in bytes")
 	fs.DurationVar(&o.latDuration, "lat-duration", 8*time.Second, "latency: measured time")
 	fs.IntVar(&o.latMax, "lat-max", 2000000, "latency: at most this many round trips in all")
+	fs.DurationVar(&o.latSlice, "lat-slice", time.Second, "latency: every target up at once and measured in turn, in windows this long, each after -lat-settle; 0: each target's latency in its turn, with its other workloads")
+	fs.DurationVar(&o.latSettle, "lat-settle", 200*time.Millisecond, "latency: how long a slice's clients run before its window opens")
 
 	fs.IntVar(&o.tputConns, "tput-conns", 8, "throughput: connections")
 	fs.IntVar(&o.tputSize, "tput-size", 64<<10, "throughput: binary message size in bytes")
@@ -175,8 +181,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("connection and dialer counts must be at least 1")
 	case o.latSize < 1, o.tputSize < 1:
 		return nil, errors.New("message sizes must be at least 1 byte")
-	case o.connSlice < 0, o.connSettle < 0:
-		return nil, errors.New("-conn-slice and -conn-settle must not be negative")
+	case o.connSlice < 0, o.connSettle < 0, o.latSlice < 0, o.latSettle < 0:
+		return nil, errors.New("-conn-slice, -conn-settle, -lat-slice and -lat-settle must not be negative")
 	}
 	return o, nil
 }
@@ -239,8 +245,8 @@ func runHarness(o *options) int {
 			}
 			runTarget(ctx, env, t, rep)
 		}
-		if o.connSlice > 0 && env.wantsLoad("connect") && ctx.Err() == nil {
-			connectInterleaved(ctx, env, targets, rep)
+		if loads := env.interleavedLoads(); len(loads) > 0 && ctx.Err() == nil {
+			interleaved(ctx, env, targets, rep, loads)
 		}
 		// Whichever target runs first or last in a round does so only
 		// every other round.

@@ -19,15 +19,25 @@ import (
 // allWorkloads are the -workloads names, in the report's order.
 var allWorkloads = []string{"latency", "throughput", "idle", "connect", "faults"}
 
+// interleavedLoads are the selected workloads that run on every target at
+// once, in slices (interleaved), in the order they run.
+func (e *env) interleavedLoads() []string {
+	var loads []string
+	if e.o.latSlice > 0 && e.wantsLoad("latency") {
+		loads = append(loads, "latency")
+	}
+	if e.o.connSlice > 0 && e.wantsLoad("connect") {
+		loads = append(loads, "connect")
+	}
+	return loads
+}
+
 // runTarget starts t, runs the selected workloads against it and stops it.
 // Idle memory runs first, on a process that has served only a warm-up.
 func runTarget(ctx context.Context, e *env, t *target, rep *report) {
 	loads := []string{}
 	for _, w := range []string{"idle", "latency", "throughput", "connect"} {
-		if w == "connect" && e.o.connSlice > 0 {
-			continue // all targets at once: connectInterleaved
-		}
-		if e.wantsLoad(w) {
+		if e.wantsLoad(w) && !slices.Contains(e.interleavedLoads(), w) {
 			loads = append(loads, w)
 		}
 	}
