@@ -126,14 +126,14 @@ type sliced struct {
 	slices    int
 	proxy     time.Duration // CPU time over the windows
 	harness   time.Duration
-	proxyOK   bool // false once a reading failed, or for direct
+	proxyOK   bool // false once a reading failed, or for direct (no process)
 	harnessOK bool
 }
 
 func (s *sliced) target() string { return s.name }
 
 func newSliced(e *env, name string, inst *instance) sliced {
-	return sliced{e: e, name: name, inst: inst, proxyOK: inst.pids != nil, harnessOK: true}
+	return sliced{e: e, name: name, inst: inst, proxyOK: true, harnessOK: true}
 }
 
 // measure runs run, which must return at end, for settle and then a
@@ -150,19 +150,18 @@ func (s *sliced) measure(ctx context.Context, settle, length time.Duration, run 
 	}()
 	sleepCtx(ctx, time.Until(start.Add(settle)))
 	from = time.Now()
-	p0, perr0 := cpuOf(s.inst.pids)
-	h0, herr0 := cpuOf(s.e.harnessPIDs)
+	pm, hm := startCPU(s.inst.pids), startCPU(s.e.harnessPIDs)
 	sleepCtx(ctx, time.Until(end))
 	to = time.Now()
-	p1, perr1 := cpuOf(s.inst.pids)
-	h1, herr1 := cpuOf(s.e.harnessPIDs)
+	p, pok := pm.used()
+	h, hok := hm.used()
 	wg.Wait()
 	s.window += to.Sub(from)
 	s.slices++
-	s.proxyOK = s.proxyOK && perr0 == nil && perr1 == nil
-	s.harnessOK = s.harnessOK && herr0 == nil && herr1 == nil
-	s.proxy += p1 - p0
-	s.harness += h1 - h0
+	s.proxyOK = s.proxyOK && pok
+	s.harnessOK = s.harnessOK && hok
+	s.proxy += p
+	s.harness += h
 	return from, to
 }
 
@@ -258,21 +257,17 @@ type latRun struct {
 // newLatRun opens the target's connections; nil, with the figures
 // marked, if none opened.
 func newLatRun(ctx context.Context, e *env, name string, inst *instance, rep *report) *latRun {
-	var f failures
-	conns := openMany(ctx, e.dialer, inst.url+"/bench/latency", e.o.latConns, e.o.dialers, 30*time.Second, &f)
-	if len(conns) == 0 {
-		rep.markAll("latency", name, statusError, "no session opened: "+f.note(int64(e.o.latConns)))
+	r := &latRun{sliced: newSliced(e, name, inst), frame: clientFrame(ws.OpText, bytes.Repeat([]byte("x"), e.o.latSize))}
+	r.conns = openMany(ctx, e.dialer, inst.url+"/bench/latency", e.o.latConns, e.o.dialers, 30*time.Second, &r.f)
+	if len(r.conns) == 0 {
+		rep.markAll("latency", name, statusError, "no session opened: "+r.f.note(int64(e.o.latConns)))
 		return nil
-	}
-	r := &latRun{sliced: newSliced(e, name, inst), frame: clientFrame(ws.OpText, bytes.Repeat([]byte("x"), e.o.latSize)), conns: conns}
-	if fn := f.note(int64(e.o.latConns)); fn != "" {
-		r.f.add(errors.New(fn))
 	}
 	return r
 }
 
 func (r *latRun) warm(ctx context.Context) {
-	r.roundTrips(ctx, time.Now().Add(r.e.o.warmup))
+	r.roundTrips(ctx, time.Now().Add(r.e.o.warmup), time.Time{}, 0)
 }
 
 func (r *latRun) done() bool {
@@ -296,15 +291,16 @@ func (r *latRun) close() {
 func (r *latRun) slice(ctx context.Context) {
 	var got [][]echoed
 	from, to := r.measure(ctx, r.e.o.latSettle, r.e.o.latSlice, func(end time.Time) {
-		got = r.roundTrips(ctx, end)
+		got = r.roundTrips(ctx, end, time.Time{}, 0)
 	})
 	r.samples = appendCounted(r.samples, got, from, to)
 }
 
-// roundTrips runs the closed loop on every connection until end and
-// returns each one's round trips, by when each began. A connection that
-// fails is closed and not used again.
-func (r *latRun) roundTrips(ctx context.Context, end time.Time) [][]echoed {
+// roundTrips runs the closed loop on every connection until end, or,
+// if limit > 0, until it has made limit round trips beginning at or after
+// from, and returns each one's round trips, by when each began. A
+// connection that fails is closed and not used again.
+func (r *latRun) roundTrips(ctx context.Context, end, from time.Time, limit int) [][]echoed {
 	all := make([][]echoed, len(r.conns))
 	var wg sync.WaitGroup
 	for i, c := range r.conns {
@@ -318,7 +314,8 @@ func (r *latRun) roundTrips(ctx context.Context, end time.Time) [][]echoed {
 			c.c.SetDeadline(end.Add(10 * time.Second))
 			defer c.c.SetDeadline(time.Time{})
 			out := make([]echoed, 0, 1024)
-			for ctx.Err() == nil {
+			counted := 0
+			for ctx.Err() == nil && (limit <= 0 || counted < limit) {
 				t0 := time.Now()
 				if !t0.Before(end) {
 					break
@@ -338,6 +335,9 @@ func (r *latRun) roundTrips(ctx context.Context, end time.Time) [][]echoed {
 					break
 				}
 				out = append(out, echoed{t0, time.Since(t0)})
+				if !t0.Before(from) {
+					counted++
+				}
 			}
 			all[i] = out
 		}()
@@ -409,15 +409,6 @@ func sliceOrder(n int) []int {
 	}
 	slices.Reverse(circuit)
 	return circuit[:len(circuit)-1] // it ends where it began
-}
-
-// cpuOf is the CPU time pids have used so far; nothing for no pids
-// (direct).
-func cpuOf(pids func() []int) (time.Duration, error) {
-	if pids == nil {
-		return 0, nil
-	}
-	return cpuTime(pids())
 }
 
 // echoed is a timed exchange: a session's first echo (when it came, and

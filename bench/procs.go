@@ -203,17 +203,27 @@ func startCPU(pids func() []int) *cpuMeter {
 	return m
 }
 
-// per returns the CPU time used since start divided by n, in µs, and
-// whether it could be measured.
-func (m *cpuMeter) per(n int) (float64, bool) {
-	if m.pids == nil || m.err != nil || n <= 0 {
+// used returns the CPU time used since start, and whether it could be
+// measured.
+func (m *cpuMeter) used() (time.Duration, bool) {
+	if m.pids == nil || m.err != nil {
 		return 0, false
 	}
 	end, err := cpuTime(m.pids())
 	if err != nil {
 		return 0, false
 	}
-	return float64(end-m.start) / float64(time.Microsecond) / float64(n), true
+	return end - m.start, true
+}
+
+// per returns the CPU time used since start divided by n, in µs, and
+// whether it could be measured.
+func (m *cpuMeter) per(n int) (float64, bool) {
+	d, ok := m.used()
+	if !ok || n <= 0 {
+		return 0, false
+	}
+	return float64(d) / float64(time.Microsecond) / float64(n), true
 }
 
 // fdCount returns the number of open file descriptors of pids.

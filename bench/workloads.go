@@ -36,8 +36,9 @@ func (e *env) interleavedLoads() []string {
 // Idle memory runs first, on a process that has served only a warm-up.
 func runTarget(ctx context.Context, e *env, t *target, rep *report) {
 	loads := []string{}
+	sliced := e.interleavedLoads()
 	for _, w := range []string{"idle", "latency", "throughput", "connect"} {
-		if e.wantsLoad(w) && !slices.Contains(e.interleavedLoads(), w) {
+		if e.wantsLoad(w) && !slices.Contains(sliced, w) {
 			loads = append(loads, w)
 		}
 	}
@@ -251,67 +252,32 @@ func idleMemory(ctx context.Context, e *env, name string, inst *instance, rep *r
 // sending the next. Round trips that start during the warm-up are not
 // recorded.
 func latency(ctx context.Context, e *env, name string, inst *instance, rep *report) {
-	var f failures
-	conns := openMany(ctx, e.dialer, inst.url+"/bench/latency", e.o.latConns, e.o.dialers, 30*time.Second, &f)
-	if len(conns) == 0 {
-		rep.markAll("latency", name, statusError, "no session opened: "+f.note(int64(e.o.latConns)))
+	r := newLatRun(ctx, e, name, inst, rep)
+	if r == nil {
 		return
 	}
-	frame := clientFrame(ws.OpText, bytes.Repeat([]byte("x"), e.o.latSize))
-	perConn := max(1, e.o.latMax/len(conns))
 	start := time.Now()
 	from := start.Add(e.o.warmup)
 	end := from.Add(e.o.latDuration)
-	all := make([][]time.Duration, len(conns))
-	var trips atomic.Int64 // warm-up included, as is in the CPU time
 	cpu, hcpu := startCPU(inst.pids), startCPU(e.harnessPIDs)
-	var wg sync.WaitGroup
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, e.o.latSize)
-			c.c.SetDeadline(end.Add(10 * time.Second))
-			samples := make([]time.Duration, 0, 1024)
-			for len(samples) < perConn && ctx.Err() == nil {
-				t0 := time.Now()
-				if !t0.Before(end) {
-					break
-				}
-				if _, err := c.c.Write(frame); err != nil {
-					f.add(err)
-					break
-				}
-				n, err := c.readMessage(buf)
-				if err == nil && n != e.o.latSize {
-					err = fmt.Errorf("echo of %d bytes came back with %d", e.o.latSize, n)
-				}
-				if err != nil {
-					f.add(err)
-					break
-				}
-				trips.Add(1)
-				if !t0.Before(from) {
-					samples = append(samples, time.Since(t0))
-				}
-			}
-			c.c.SetDeadline(time.Time{})
-			all[i] = samples
-		}()
-	}
-	wg.Wait()
+	all := r.roundTrips(ctx, end, from, max(1, e.o.latMax/len(r.conns)))
 	window := time.Since(from)
-	cpuFigures := measureCPU(cpu, hcpu, int(trips.Load()))
-	closeMany(conns, e.o.dialers)
-	samples := slices.Concat(all...)
+	trips := 0 // warm-up included, as is in the CPU time
+	for _, d := range all {
+		trips += len(d)
+	}
+	cpuFigures := measureCPU(cpu, hcpu, trips)
+	conns := len(r.conns)
+	r.close()
+	samples := appendCounted(nil, all, from, end)
 	if len(samples) == 0 {
-		rep.markAll("latency", name, statusError, "no round trip measured: "+f.note(int64(len(conns))))
+		rep.markAll("latency", name, statusError, "no round trip measured: "+r.f.note(int64(conns)))
 		return
 	}
 	slices.Sort(samples)
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	note := fmt.Sprintf("%d round trips on %d connections", len(samples), len(conns))
-	if fn := f.note(int64(len(conns))); fn != "" {
+	note := fmt.Sprintf("%d round trips on %d connections", len(samples), conns)
+	if fn := r.f.note(int64(conns)); fn != "" {
 		note += "; connections: " + fn
 	}
 	rep.add("latency", "p50 round trip", name, us(percentile(samples, 0.50)), note)
