@@ -161,3 +161,6 @@ func HoldLoop(p *Proxy, i int) (release func()) {
 	var once sync.Once
 	return func() { once.Do(func() { close(gate) }) }
 }
+
+// SweepEvery is how often a loop looks for sessions fallen quiet.
+const SweepEvery = laneSweepEvery

@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/wschaos/wschaos/proxy"
+	"github.com/wschaos/wschaos/rules"
 )
 
 // onLoops runs a test's proxy with one loop, whatever WSCHAOS_TEST_LOOPS
@@ -127,6 +128,65 @@ func TestLaneKeepAliveInTurns(t *testing.T) {
 	})
 	if got := proxy.KeepAliveMost(p); got != proxy.KeepAliveBatch {
 		t.Errorf("most sessions given keep-alive in one turn: got %d; want %d", got, proxy.KeepAliveBatch)
+	}
+}
+
+// TestLaneNoKeepAliveBeforeFault checks that the sweep spares keep-alive
+// a session an after rule will end (close, reset or drop) before
+// keep-alive's first probe, 15 s, and gives it to a session whose rule ends
+// it later, whose rule does not end it, or that no rule applies to.
+func TestLaneNoKeepAliveBeforeFault(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, rawUpstreamOptions{})
+	specs := []rules.Spec{
+		{Name: "soon", Match: rules.MatchSpec{Path: "/soon"}, After: "10s", Action: "close", Code: int64(4000)},
+		{Name: "soon-reset", Match: rules.MatchSpec{Path: "/soon-reset"}, After: "10s", Action: "reset"},
+		{Name: "later", Match: rules.MatchSpec{Path: "/later"}, After: "20s", Action: "close", Code: int64(4000)},
+		{Name: "slow", Match: rules.MatchSpec{Path: "/slow"}, After: "10s", Action: "delay", Latency: "1ms"},
+	}
+	addr, p, _ := startRules(t, up.URL, compileRules(t, false, specs...), onLoops)
+	tests := []struct {
+		path string
+		want int // SO_KEEPALIVE once the others have it
+	}{
+		{"/soon", 0},
+		{"/soon-reset", 0},
+		{"/later", 1},
+		{"/slow", 1},
+		{"/none", 1},
+	}
+	type sockets struct{ client, upstream [2]net.Addr } // the proxy's side: local, remote
+	opened := make([]sockets, len(tests))
+	for i, tt := range tests {
+		client, _ := dialRaw(t, addr+tt.path, nil, nil)
+		upstream := up.accept(t)
+		opened[i] = sockets{[2]net.Addr{client.RemoteAddr(), client.LocalAddr()},
+			[2]net.Addr{upstream.RemoteAddr(), upstream.LocalAddr()}}
+	}
+	if got := proxy.OnLoop(p); got != len(tests) {
+		t.Fatalf("sessions on loops: got %d; want %d", got, len(tests))
+	}
+	keptAlive := func(i int) [2]int {
+		sk := opened[i]
+		return [2]int{keepAliveOf(t, sk.client[0], sk.client[1]), keepAliveOf(t, sk.upstream[0], sk.upstream[1])}
+	}
+	waitUntil(t, "keep-alive on the sessions that want it", func() bool {
+		for i, tt := range tests {
+			if tt.want == 1 && keptAlive(i) != [2]int{1, 1} {
+				return false
+			}
+		}
+		return true
+	})
+	// Opened together, every session fell quiet at the same sweep; one
+	// more sweep has had its chance to get it wrong.
+	time.Sleep(proxy.SweepEvery + 100*time.Millisecond)
+	for i, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			if got := keptAlive(i); got != [2]int{tt.want, tt.want} {
+				t.Errorf("SO_KEEPALIVE (client, upstream): got %v; want [%d %d]", got, tt.want, tt.want)
+			}
+		})
 	}
 }
 

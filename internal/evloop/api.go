@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -283,9 +284,17 @@ func (q *Queue) Close() error {
 // event on. On the loop only.
 func (l *Loop) Rebind(fd int, h Handler) { l.fds.set(int32(fd), h) }
 
-// KeepAlive turns TCP keep-alive on for fd with Go's defaults (15 s idle
-// and interval, 9 probes), as net.TCPConn.SetKeepAliveConfig does.
-func KeepAlive(fd int) syscall.Errno { return setKeepAlive(fd, true, 15, 15, 9) }
+// KeepAliveIdle is how long a connection KeepAlive is on for may be quiet
+// before its first probe: Go's default, as its interval is.
+const KeepAliveIdle = 15 * time.Second
+
+// KeepAlive turns TCP keep-alive on for fd with Go's defaults
+// (KeepAliveIdle idle and interval, 9 probes), as
+// net.TCPConn.SetKeepAliveConfig does.
+func KeepAlive(fd int) syscall.Errno {
+	secs := int(KeepAliveIdle / time.Second)
+	return setKeepAlive(fd, true, secs, secs, 9)
+}
 
 // setKeepAlive turns TCP keep-alive on fd on, with its first probe after
 // idle seconds, the next every interval seconds and count of them
