@@ -112,7 +112,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to run")
 	fs.StringVar(&o.loads, "workloads", strings.Join(allWorkloads, ","), "comma-separated workloads to run")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "bound on the whole run")
-	fs.IntVar(&o.rounds, "rounds", 1, "run the targets' workloads this many times, the targets' order reversed every other round; each figure is then the median of its rounds (faults run once)")
+	fs.IntVar(&o.rounds, "rounds", 1, "run the targets' workloads this many times, the targets' order reversed every other round; each figure, the fault workload's too, is then the median of its rounds")
 
 	fs.IntVar(&o.srcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
 	fs.IntVar(&o.dialers, "dial-workers", 200, "concurrent dialers opening idle and fault sessions")
@@ -248,12 +248,15 @@ func runHarness(o *options) int {
 		if loads := env.interleavedLoads(); len(loads) > 0 && ctx.Err() == nil {
 			interleaved(ctx, env, targets, rep, loads)
 		}
+		// The fault figures are wschaos's alone and absolute, so they move
+		// with the machine's load as much as any: each is the median of
+		// the rounds too.
+		if env.wants("faults") && ctx.Err() == nil {
+			runFaults(ctx, env, rep)
+		}
 		// Whichever target runs first or last in a round does so only
 		// every other round.
 		slices.Reverse(targets)
-	}
-	if env.wants("faults") && ctx.Err() == nil {
-		runFaults(ctx, env, rep)
 	}
 	rep.Machine.Components = env.components()
 	if env.cpus != nil {
