@@ -48,12 +48,10 @@ type laneSession struct {
 	keptAlive bool
 }
 
-// laneAfter is an after rule's timer in a session on a loop, and when it
-// is due.
+// laneAfter is an after rule's timer in a session on a loop.
 type laneAfter struct {
 	sr    *sessionRule
 	timer *evloop.Timer
-	due   time.Time
 }
 
 // sweepEvery is how often a loop looks for sessions fallen quiet; one
@@ -79,12 +77,11 @@ const keepAliveBatch = 32
 func (ll *laneLoop) sweep() {
 	ll.sweeping = nil
 	waiting := false
-	now := time.Now()
 	for ls := range ll.sess {
 		if ls.keptAlive {
 			continue
 		}
-		if ls.endsBefore(now.Add(evloop.KeepAliveIdle), now) {
+		if ls.endsWithin(evloop.KeepAliveIdle) {
 			waiting = true // in case the rule does not end it after all
 			continue
 		}
@@ -109,16 +106,16 @@ func (ll *laneLoop) sweep() {
 	}
 }
 
-// endsBefore reports whether an after rule that ends the session (a close,
-// reset or drop) is due after now and before t. The sweep spares such a
-// session keep-alive when t is the first probe's time: the eight
-// setsockopt calls would buy nothing, and a burst of sessions opened
-// together, which a sweep finds quiet together, would otherwise have them
-// made while their rules come due (with after = "1s", in the second in
-// which they do).
-func (ls *laneSession) endsBefore(t, now time.Time) bool {
+// endsWithin reports whether the timer of an after rule that ends the
+// session (a close, reset or drop) is waiting and due within d. The sweep
+// spares such a session keep-alive when d is the first probe's idle time:
+// the eight setsockopt calls would buy nothing, and a burst of sessions
+// opened together, which a sweep finds quiet together, would otherwise
+// have them made while their rules come due (with after = "1s", in the
+// second in which they do).
+func (ls *laneSession) endsWithin(d time.Duration) bool {
 	for _, a := range ls.afters {
-		if ends(a.sr.lr.Action.Kind) && a.due.After(now) && a.due.Before(t) {
+		if until, ok := a.timer.Until(); ok && until > 0 && until < d && ends(a.sr.lr.Action.Kind) {
 			return true
 		}
 	}
@@ -317,7 +314,7 @@ func (ls *laneSession) markOpened() {
 	s.mu.Unlock()
 	for _, sr := range list {
 		if d, ok := s.afterDelay(sr); ok {
-			ls.afters = append(ls.afters, laneAfter{sr: sr, timer: ls.ll.l.After(d, func() { ls.afterDue(sr) }), due: time.Now().Add(d)})
+			ls.afters = append(ls.afters, laneAfter{sr: sr, timer: ls.ll.l.After(d, func() { ls.afterDue(sr) })})
 		}
 	}
 }

@@ -74,6 +74,16 @@ func (t *Timer) Stop() bool {
 	return true
 }
 
+// Until returns how long until t runs (0 or less if it is due), and
+// false if it is not waiting: it has run or was stopped. On the loop
+// only.
+func (t *Timer) Until() (time.Duration, bool) {
+	if t.index < 0 {
+		return 0, false
+	}
+	return t.when - t.loop.clock(), true
+}
+
 // clock is the loop's time: how long it has run, on the monotonic clock.
 // It reads the clock once, where time.Now reads the wall clock too.
 func (l *Loop) clock() time.Duration { return time.Since(l.epoch) }

@@ -46,6 +46,42 @@ func TestTimersRunInOrder(t *testing.T) {
 	}
 }
 
+// TestTimerUntil checks that a waiting timer reports how long until it
+// runs, and one that has run or was stopped that it is not waiting.
+func TestTimerUntil(t *testing.T) {
+	g := newGroup(t, 1)
+	l := g.loops[0]
+	ran := make(chan error, 1)
+	var waiting, stopped, soon *Timer
+	onLoop(t, l, func() {
+		waiting = l.After(time.Hour, func() {})
+		stopped = l.After(time.Hour, func() {})
+		stopped.Stop()
+		soon = l.After(time.Millisecond, func() { ran <- nil })
+	})
+	await(t, ran, "the 1 ms timer did not run")
+	tests := []struct {
+		name     string
+		t        *Timer
+		want     bool
+		min, max time.Duration // when waiting
+	}{
+		{"waiting", waiting, true, 59 * time.Minute, time.Hour},
+		{"stopped", stopped, false, 0, 0},
+		{"run", soon, false, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var until time.Duration
+			var ok bool
+			onLoop(t, l, func() { until, ok = tt.t.Until() })
+			if ok != tt.want || ok && (until < tt.min || until > tt.max) || !ok && until != 0 {
+				t.Errorf("Until: got %v, %v; want %v, within [%v, %v]", until, ok, tt.want, tt.min, tt.max)
+			}
+		})
+	}
+}
+
 func TestTimerStop(t *testing.T) {
 	g := newGroup(t, 1)
 	l := g.loops[0]
