@@ -174,12 +174,15 @@ func (s *sliced) windows(length time.Duration) string {
 	return fmt.Sprintf("%d %s of %s (%s in all), interleaved with the other targets", s.slices, w, length, s.window.Round(time.Millisecond))
 }
 
-// addCPU reports the CPU figures per unit over n of them.
-func (s *sliced) addCPU(rep *report, workload, unit string, n int) {
+// cpu returns the CPU figures over the windows, per one of n round
+// trips or sessions.
+func (s *sliced) cpu(n int) cpuFigures {
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(n) }
-	cpuFigures{proxy: per(s.proxy), harness: per(s.harness), proxyOK: s.proxyOK, harnessOK: s.harnessOK}.add(rep, workload, unit, s.name,
-		"user and system time of the proxy's processes over the windows")
+	return cpuFigures{proxy: per(s.proxy), harness: per(s.harness), proxyOK: s.proxyOK, harnessOK: s.harnessOK}
 }
+
+// windowsCPUNote is the proxy CPU figure's note for interleaved workloads.
+const windowsCPUNote = "user and system time of the proxy's processes over the windows"
 
 // connRun is one target's part of the interleaved connect workload.
 type connRun struct {
@@ -226,22 +229,18 @@ func (r *connRun) slice(ctx context.Context) {
 	r.samples = appendCounted(r.samples, got, from, to)
 }
 
-// report adds r's figures, as connectRate does.
+// report adds r's figures (addConnect).
 func (r *connRun) report(rep *report) {
 	n := len(r.samples)
 	if n == 0 {
 		rep.markAll("connect", r.name, statusError, "no session counted: "+r.f.note(r.f.n.Load()))
 		return
 	}
-	slices.Sort(r.samples)
 	note := fmt.Sprintf("%d sessions in %s, %d dialers", n, r.windows(r.e.o.connSlice), r.e.o.connDialers)
 	if fn := r.f.note(int64(n) + r.f.n.Load()); fn != "" {
 		note += "; " + fn
 	}
-	rep.add("connect", "new sessions/s", r.name, float64(n)/r.window.Seconds(), note)
-	rep.add("connect", "p50 connect to first echo", r.name, ms(percentile(r.samples, 0.50)), "")
-	rep.add("connect", "p99 connect to first echo", r.name, ms(percentile(r.samples, 0.99)), "")
-	r.addCPU(rep, "connect", "session", n)
+	addConnect(rep, r.name, r.samples, r.window, note, r.cpu(n), windowsCPUNote)
 }
 
 // latRun is one target's part of the interleaved latency workload: its
@@ -346,24 +345,18 @@ func (r *latRun) roundTrips(ctx context.Context, end, from time.Time, limit int)
 	return all
 }
 
-// report adds r's figures, as latency does.
+// report adds r's figures (addLatency).
 func (r *latRun) report(rep *report) {
 	n := len(r.samples)
 	if n == 0 {
 		rep.markAll("latency", r.name, statusError, "no round trip measured: "+r.f.note(int64(len(r.conns))))
 		return
 	}
-	slices.Sort(r.samples)
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	note := fmt.Sprintf("%d round trips on %d connections in %s", n, len(r.conns), r.windows(r.e.o.latSlice))
 	if fn := r.f.note(int64(len(r.conns))); fn != "" {
 		note += "; connections: " + fn
 	}
-	rep.add("latency", "p50 round trip", r.name, us(percentile(r.samples, 0.50)), note)
-	rep.add("latency", "p99 round trip", r.name, us(percentile(r.samples, 0.99)), "")
-	rep.add("latency", "p99.9 round trip", r.name, us(percentile(r.samples, 0.999)), "")
-	rep.add("latency", "round trips/s", r.name, float64(n)/r.window.Seconds(), "")
-	r.addCPU(rep, "latency", "round trip", n)
+	addLatency(rep, r.name, r.samples, r.window, note, r.cpu(n), windowsCPUNote)
 }
 
 // appendCounted appends to samples the times taken by the exchanges that

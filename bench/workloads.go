@@ -274,18 +274,25 @@ func latency(ctx context.Context, e *env, name string, inst *instance, rep *repo
 		rep.markAll("latency", name, statusError, "no round trip measured: "+r.f.note(int64(conns)))
 		return
 	}
-	slices.Sort(samples)
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	note := fmt.Sprintf("%d round trips on %d connections", len(samples), conns)
 	if fn := r.f.note(int64(conns)); fn != "" {
 		note += "; connections: " + fn
 	}
-	rep.add("latency", "p50 round trip", name, us(percentile(samples, 0.50)), note)
-	rep.add("latency", "p99 round trip", name, us(percentile(samples, 0.99)), "")
-	rep.add("latency", "p99.9 round trip", name, us(percentile(samples, 0.999)), "")
-	rep.add("latency", "round trips/s", name, float64(len(samples))/window.Seconds(), "")
-	cpuFigures.add(rep, "latency", "round trip", name,
+	addLatency(rep, name, samples, window, note, cpuFigures,
 		"user and system time of the proxy's processes over every round trip, warm-up included")
+}
+
+// addLatency reports the latency workload's figures for target: the
+// round trips' times, made over window, note on the first figure, and
+// the CPU figures with cpuNote. It sorts samples.
+func addLatency(rep *report, target string, samples []time.Duration, window time.Duration, note string, cpu cpuFigures, cpuNote string) {
+	slices.Sort(samples)
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	rep.add("latency", "p50 round trip", target, us(percentile(samples, 0.50)), note)
+	rep.add("latency", "p99 round trip", target, us(percentile(samples, 0.99)), "")
+	rep.add("latency", "p99.9 round trip", target, us(percentile(samples, 0.999)), "")
+	rep.add("latency", "round trips/s", target, float64(len(samples))/window.Seconds(), "")
+	cpu.add(rep, "latency", "round trip", target, cpuNote)
 }
 
 // throughput echoes large binary messages on a few connections, with a
@@ -393,16 +400,23 @@ func connectRate(ctx context.Context, e *env, name string, inst *instance, rep *
 		rep.markAll("connect", name, statusError, "no session opened: "+f.note(int64(e.o.connCount)))
 		return
 	}
-	slices.Sort(samples)
 	note := fmt.Sprintf("%d sessions in %s, %d dialers", len(samples), elapsed.Round(time.Millisecond), e.o.connDialers)
 	if fn := f.note(int64(len(samples)) + f.n.Load()); fn != "" {
 		note += "; " + fn
 	}
-	rep.add("connect", "new sessions/s", name, float64(len(samples))/elapsed.Seconds(), note)
-	rep.add("connect", "p50 connect to first echo", name, ms(percentile(samples, 0.50)), "")
-	rep.add("connect", "p99 connect to first echo", name, ms(percentile(samples, 0.99)), "")
-	cpuFigures.add(rep, "connect", "session", name,
+	addConnect(rep, name, samples, elapsed, note, cpuFigures,
 		"user and system time of the proxy's processes, from the first dial to the last close")
+}
+
+// addConnect reports the connect workload's figures for target: the
+// sessions' connect-to-first-echo times, opened over elapsed, note on
+// the first figure, and the CPU figures with cpuNote. It sorts samples.
+func addConnect(rep *report, target string, samples []time.Duration, elapsed time.Duration, note string, cpu cpuFigures, cpuNote string) {
+	slices.Sort(samples)
+	rep.add("connect", "new sessions/s", target, float64(len(samples))/elapsed.Seconds(), note)
+	rep.add("connect", "p50 connect to first echo", target, ms(percentile(samples, 0.50)), "")
+	rep.add("connect", "p99 connect to first echo", target, ms(percentile(samples, 0.99)), "")
+	cpu.add(rep, "connect", "session", target, cpuNote)
 }
 
 // cpuFigures are the proxy's and the harness's CPU time per round trip or
